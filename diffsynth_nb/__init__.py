@@ -1,0 +1,21 @@
+"""diffsynth_nb: train and use LoRA adapters for text-to-image diffusion models.
+
+The names below are imported lazily, so `import diffsynth_nb` stays fast and
+`from diffsynth_nb import train_lora` loads only what training needs.
+"""
+__version__ = "0.1.0"
+import importlib
+
+_EXPORTS = {
+    "train_lora": "trainer", "TrainConfig": "trainer",
+    "ModelManager": "inference", "SDImagePipeline": "inference", "generate": "inference",
+    "download_models": "core", "get_family": "core",
+    "SD15": "sd15", "write_tiny_sd15": "sd15", "load_sd15": "sd15",
+    "run_demo": "demo",
+}
+__all__ = list(_EXPORTS)
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
