@@ -10,8 +10,8 @@ import torch
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'FAMILIES', 'MODEL_PRESETS', 'weight_dtype', 'atomic_path', 'save_safetensors',
-           'read_safetensors_metadata', 'sample_data', 'register_family', 'get_family', 'DiffusionFamily',
-           'detect_family', 'download_models']
+           'read_safetensors_metadata', 'UnsafeCheckpointError', 'safe_torch_load', 'sample_data', 'register_family',
+           'get_family', 'DiffusionFamily', 'detect_family', 'download_models']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 PRECISIONS = ("32", "16", "16-mixed", "bf16-mixed")
@@ -58,7 +58,25 @@ def read_safetensors_metadata(path:str|Path # a `.safetensors` file
     from safetensors import safe_open
     with safe_open(str(path), framework="pt") as f: return dict(f.metadata() or {})
 
-# %% ../nbs/00_core.ipynb #9a9a7982
+# %% ../nbs/00_core.ipynb #ca22bf10
+class UnsafeCheckpointError(ValueError):
+    "A pickle that would run code (or build arbitrary objects) when loaded."
+
+def safe_torch_load(path:str|Path, # a `.bin`, `.pt` or `.ckpt` file
+                    mmap:bool=False # memory-map the tensors (cheap for large files)
+                   ):
+    "`torch.load(path, weights_only=True)` on the CPU; raises `UnsafeCheckpointError` naming the file if it needs code."
+    import pickle
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist")
+    import zipfile
+    try: return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(f"{path}: refused to load — this pickle asks to run code or build objects other "
+                                    f"than tensors ({str(e).splitlines()[0][:200]}). Only load files from sources you "
+                                    f"trust; prefer .safetensors.") from None
+
+# %% ../nbs/00_core.ipynb #c64b61da
 def sample_data(name:str="dog" # `dog`, `dog_zh` or `cat`
                ) -> Path|None:
     "Path of the sample dataset `name` (a folder holding `train/metadata.csv`), or `None` when absent."
@@ -69,7 +87,7 @@ def sample_data(name:str="dog" # `dog`, `dog_zh` or `cat`
         if (Path(root)/name/"train"/"metadata.csv").exists(): return Path(root)/name
     return None
 
-# %% ../nbs/00_core.ipynb #d58bd26f
+# %% ../nbs/00_core.ipynb #e3308395
 FAMILIES: dict[str, type] = {}
 
 def register_family(cls):
@@ -131,7 +149,7 @@ def detect_family(path:str|Path # a release checkpoint (`.safetensors`)
     raise ValueError(f"{path}: not a release checkpoint of a known family ({', '.join(sorted(FAMILIES))}); "
                      f"its first keys are {sorted(keys)[:3]}")
 
-# %% ../nbs/00_core.ipynb #d3e0c0cd
+# %% ../nbs/00_core.ipynb #c00cd029
 MODEL_PRESETS: dict[str, list[tuple[str, str, str]]] = {}
 
 def download_models(presets:list[str], # names in `MODEL_PRESETS`, e.g. `["StableDiffusion_v15"]`
