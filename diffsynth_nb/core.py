@@ -87,7 +87,7 @@ def sample_data(name:str="dog" # `dog`, `dog_zh` or `cat`
         if (Path(root)/name/"train"/"metadata.csv").exists(): return Path(root)/name
     return None
 
-# %% ../nbs/00_core.ipynb #e3308395
+# %% ../nbs/00_core.ipynb #f7a14836
 FAMILIES: dict[str, type] = {}
 
 def register_family(cls):
@@ -121,7 +121,7 @@ class DiffusionFamily(torch.nn.Module):
     def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu"): raise NotImplementedError
     @property
     def denoiser(self) -> torch.nn.Module: raise NotImplementedError
-    def encode_images(self, images): raise NotImplementedError
+    def encode_images(self, images, generator=None): raise NotImplementedError
     def decode_latents(self, latents): raise NotImplementedError
     def encode_prompt(self, texts): raise NotImplementedError
     def encode_batch(self, batch): return self.encode_prompt(list(batch["text"]))

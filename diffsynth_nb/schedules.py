@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 
 # %% auto #0
-__all__ = ['scaled_linear_betas', 'alphas_cumprod', 'add_noise', 'velocity', 'leading_timesteps', 'ddim_step', 'DDPMSchedule']
+__all__ = ['scaled_linear_betas', 'alphas_cumprod', 'add_noise', 'velocity', 'leading_timesteps', 'ddim_step', 'DDPMSchedule',
+           'snr', 'min_snr_weight']
 
 # %% ../nbs/03_schedules.ipynb #f0547312
 def scaled_linear_betas(beta_start:float=0.00085, beta_end:float=0.012, num_train_timesteps:int=1000) -> torch.Tensor:
@@ -55,7 +56,7 @@ def ddim_step(model_output:torch.Tensor, # ε or v predicted at `t`, `[B,C,h,w]`
     else: raise ValueError(f"unknown prediction_type {prediction_type!r}")
     return (ap.sqrt() * x0 + (1 - ap).sqrt() * eps).to(x_t.dtype)
 
-# %% ../nbs/03_schedules.ipynb #9680a5c3
+# %% ../nbs/03_schedules.ipynb #4a386d3e
 @dataclass
 class DDPMSchedule:
     "A DDPM noise schedule: forward noising, training target, timestep sampling and DDIM sampling steps."
@@ -70,8 +71,15 @@ class DDPMSchedule:
         self.alphas_cumprod = alphas_cumprod(scaled_linear_betas(self.beta_start, self.beta_end, self.num_train_timesteps))
 
     def sample_timesteps(self, batch_size:int, generator=None, device=None) -> torch.Tensor:
-        "One uniform timestep in [0, T) per sample; shape `[B]`, int64."
-        return torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator, device=device)
+        "One uniform timestep in [0, T) per sample, drawn on the CPU (same on every device); shape `[B]`, int64."
+        return torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator).to(device)
+
+    def snr(self, t): return snr(self.alphas_cumprod, t)
+
+    def loss_weight(self, t:torch.Tensor, snr_gamma:float|None=None) -> torch.Tensor:
+        "Per-sample loss weight `[B]`: ones, or min-SNR-γ (see `min_snr_weight`) when `snr_gamma` is set."
+        if not snr_gamma: return torch.ones(len(t), device=t.device)
+        return min_snr_weight(self.snr(t), snr_gamma, self.prediction_type).to(t.device)
 
     def add_noise(self, x0, eps, t): return add_noise(x0, eps, self.alphas_cumprod, t)
 
@@ -91,3 +99,16 @@ class DDPMSchedule:
         ac = self.alphas_cumprod
         a_prev = ac[t_prev] if t_prev is not None else (torch.tensor(1.0) if self.set_alpha_to_one else ac[0])
         return ddim_step(model_output, x_t, ac[t], a_prev, self.prediction_type)
+
+# %% ../nbs/03_schedules.ipynb #4b517f31
+def snr(alphas_cumprod:torch.Tensor, t:torch.Tensor) -> torch.Tensor:
+    "SNR_t = ᾱ_t / (1 − ᾱ_t), `[B]`, float32 (inf where ᾱ_t = 1)."
+    a = alphas_cumprod.to(t.device)[t.long()].float()
+    return a / (1 - a)
+
+def min_snr_weight(snr:torch.Tensor, gamma:float, prediction_type:str="epsilon") -> torch.Tensor:
+    "Min-SNR-γ weight (Hang et al. 2023, eq. 9) for ε- or v-prediction; finite for every SNR ≥ 0, γ > 0."
+    if gamma <= 0: raise ValueError(f"--snr_gamma must be positive, got {gamma}")
+    if prediction_type == "epsilon": return gamma / torch.clamp(snr, min=gamma)
+    if prediction_type == "v_prediction": return torch.clamp(snr, max=gamma) / (snr + 1)
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")

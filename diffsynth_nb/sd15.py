@@ -91,7 +91,7 @@ def load_sd15(checkpoint_path:str|Path, # `v1-5-pruned-emaonly.safetensors` (or 
         out[name] = out[name].to(device).eval()
     return out
 
-# %% ../nbs/04_sd15.ipynb #74b574ea
+# %% ../nbs/04_sd15.ipynb #53aebc00
 @register_family
 class SD15(DiffusionFamily):
     "Stable Diffusion 1.5: CLIP-L text encoder, ε-prediction UNet, 4-channel VAE (scale 0.18215)."
@@ -128,10 +128,10 @@ class SD15(DiffusionFamily):
                              truncation=True, return_tensors="pt").input_ids.to(self.text_encoder.device)
         return {"encoder_hidden_states": self.text_encoder(ids)[0]}
 
-    def encode_images(self, images:torch.Tensor) -> torch.Tensor:
+    def encode_images(self, images:torch.Tensor, generator:torch.Generator|None=None) -> torch.Tensor:
         "Images `[B,3,H,W]` in [-1,1] → scaled latents `[B,4,H/8,W/8]` (a sample of the VAE posterior × 0.18215)."
         x = images.to(self.vae.device, self.vae.dtype)
-        return self.vae.encode(x).latent_dist.sample() * self.vae.config.scaling_factor
+        return self.vae.encode(x).latent_dist.sample(generator=generator) * self.vae.config.scaling_factor
 
     def decode_latents(self, latents:torch.Tensor) -> torch.Tensor:
         "Scaled latents → images `[B,3,H,W]` in [-1,1] (unclipped)."

@@ -1,0 +1,54 @@
+"""A training process killed with SIGKILL and resumed with --resume ends with exactly the LoRA weights of an
+uninterrupted run of the same length (tiny random SD 1.5, CPU)."""
+import os, re, signal, subprocess, sys, time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+_exe = Path(sys.executable).parent / "diffsynth-nb"
+CLI = str(_exe) if _exe.exists() else "diffsynth-nb"
+
+
+def train_args(root, out):
+    return [CLI, "train", "sd15", "--pretrained_path", str(root / "models/stable_diffusion/v1-5-pruned-emaonly.safetensors"),
+            "--dataset_path", str(root / "data"), "--output_path", str(out), "--height", "32", "--width", "32",
+            "--batch_size", "2", "--steps_per_epoch", "16", "--max_epochs", "2", "--precision", "32", "--random_flip",
+            "--learning_rate", "1e-3", "--save_state_every_n_steps", "4", "--keep_last_states", "3", "--accelerator", "cpu"]
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    from diffsynth_nb import write_tiny_sd15
+    from diffsynth_nb.demo import draw_toy_dataset
+    write_tiny_sd15(tmp_path / "models")
+    draw_toy_dataset(tmp_path / "data", n=5, size=40)
+
+    full = subprocess.run(train_args(tmp_path, tmp_path / "A"), capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    # start the same run, and kill it hard as soon as it has saved the state of step 8 (epoch 0 of 2)
+    proc = subprocess.Popen(train_args(tmp_path, tmp_path / "B"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    states = tmp_path / "B" / "states"
+    deadline = time.time() + 300
+    while not (states / "step=00000008.ckpt").exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "B" / "sd15_lora_epoch001.safetensors").exists()
+    # whatever moment the kill hit, every state file present is complete
+    for f in states.glob("step=*.ckpt"):
+        torch.load(f, weights_only=True)
+
+    resumed = subprocess.run(train_args(tmp_path, tmp_path / "B") + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    m = re.search(r"resuming from .*step=(\d+)\.ckpt", resumed.stdout)
+    assert m and int(m[1]) >= 8, resumed.stdout[-2000:]
+
+    for name in ("sd15_lora_epoch000.safetensors", "sd15_lora_epoch001.safetensors"):
+        a, b = load_file(tmp_path / "A" / name), load_file(tmp_path / "B" / name)
+        assert set(a) == set(b)
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{name}: resumed weights differ from the uninterrupted run"
+    assert (tmp_path / "A" / "loss.csv").read_text() == (tmp_path / "B" / "loss.csv").read_text()
