@@ -13,10 +13,10 @@ from torch.utils.data import Dataset, DataLoader, Sampler
 from .core import sample_data
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'DatasetError', 'read_metadata', 'load_image', 'check_images', 'to_tensor', 'to_pil', 'resize_crop',
-           'TextImageDataset', 'mix_seed', 'EpochSampler', 'make_dataloader']
+__all__ = ['IMAGE_SUFFIXES', 'DatasetError', 'Row', 'read_metadata', 'load_image', 'check_images', 'to_tensor', 'to_pil',
+           'resize_crop', 'TextImageDataset', 'mix_seed', 'EpochSampler', 'make_dataloader']
 
-# %% ../nbs/01_data.ipynb #7592a65b
+# %% ../nbs/01_data.ipynb #7da04dcc
 class DatasetError(ValueError):
     "A problem with the training folder; the message names every bad file or row."
 
@@ -28,6 +28,11 @@ def _train_dir(dataset_path) -> Path:
     if (p/"metadata.csv").exists(): return p
     raise DatasetError(f"--dataset_path {str(p)!r}: no train/metadata.csv found there. Put your images in "
                        f"{p/'train'} with a metadata.csv whose header is `file_name,text`.")
+
+class Row(tuple):
+    "`(image path, caption)`, with `.line`, the row's line number in `metadata.csv` (for error messages)."
+    def __new__(cls, path, text, line):
+        row = super().__new__(cls, (path, text)); row.line = line; return row
 
 def read_metadata(dataset_path:str|Path # folder holding `train/metadata.csv` (or the `train` folder itself)
                  ) -> list[tuple[Path, str]]:
@@ -44,14 +49,14 @@ def read_metadata(dataset_path:str|Path # folder holding `train/metadata.csv` (o
         raise DatasetError(f"{csv_path}: missing column(s) {', '.join(sorted(missing_cols))}; "
                            f"the header must be `file_name,text` (found {reader.fieldnames}).")
     rows, problems = [], []
-    for i, row in enumerate(reader, start=2):  # line 1 is the header
-        name = (row["file_name"] or "").strip()
+    for row in reader:
+        i, name = reader.line_num, (row["file_name"] or "").strip()
         if not name: problems.append(f"{csv_path} line {i}: empty file_name"); continue
         if not (root/name).is_file(): problems.append(f"{csv_path} line {i}: {root/name} does not exist")
-        rows.append((root/name, row["text"] or ""))
+        rows.append(Row(root/name, row["text"] or "", i))
     if not rows and not problems: problems.append(f"{csv_path}: no rows; list at least one image")
     if problems: raise DatasetError("the dataset has problems:\n  " + "\n  ".join(problems))
-    empty = [f"line {i}" for i, (_, t) in enumerate(rows, start=2) if not t.strip()]
+    empty = [f"line {r.line}" for r in rows if not r[1].strip()]
     if empty: warnings.warn(f"{csv_path}: empty caption at {', '.join(empty)}; those images train unconditionally")
     listed = {p.name for p, _ in rows}
     unlisted = sorted(p.name for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in listed)
@@ -59,7 +64,7 @@ def read_metadata(dataset_path:str|Path # folder holding `train/metadata.csv` (o
                                + (" ..." if len(unlisted) > 10 else ""))
     return rows
 
-# %% ../nbs/01_data.ipynb #d447be9a
+# %% ../nbs/01_data.ipynb #01448a82
 def load_image(path:str|Path # an image file PIL can read
               ) -> Image.Image:
     "The image at `path` as upright 8-bit RGB (EXIF orientation applied, transparency composited on white)."
@@ -85,13 +90,15 @@ def check_images(rows:list[tuple[Path, str]], # as returned by `read_metadata`
                 ) -> list[tuple[Path, str]]:
     "Open every image fully; raise `DatasetError` listing each unreadable file and why (or skip them); returns the good rows."
     good, bad, small = [], [], []
-    for path, text in rows:
+    for row in rows:
+        path = row[0]
         try:
             if path.stat().st_size == 0: raise ValueError("the file is empty (0 bytes)")
             im = load_image(path)
         except Exception as e:
-            bad.append(f"{path}: cannot be read as an image ({type(e).__name__}: {e})"); continue
-        good.append((path, text))
+            where = f" (metadata.csv line {row.line})" if hasattr(row, "line") else ""
+            bad.append(f"{path}{where}: cannot be read as an image ({type(e).__name__}: {e})"); continue
+        good.append(row)
         if height and width and (im.height < height or im.width < width): small.append(f"{path.name} ({im.width}x{im.height})")
     if bad and not skip_bad:
         raise DatasetError("unreadable images (fix them, remove them from metadata.csv, or pass --skip_bad_images):\n  " + "\n  ".join(bad))
