@@ -14,9 +14,9 @@ from .trainer import TrainConfig, train_lora, TRAINING_STRATEGIES
 from .core import PRECISIONS
 
 # %% auto #0
-__all__ = ['add_config_flags', 'cmd_train', 'cmd_generate', 'cmd_tiny', 'cmd_demo', 'make_parser', 'main']
+__all__ = ['add_config_flags', 'cmd_train', 'cmd_generate', 'cmd_tiny', 'cmd_demo', 'make_parser', 'quiet_libraries', 'main']
 
-# %% ../nbs/07_cli.ipynb #254a1b62
+# %% ../nbs/07_cli.ipynb #b682df18
 def add_config_flags(parser:argparse.ArgumentParser, cls=TrainConfig):
     "Add one `--flag` per dataclass field of `cls`, typed and documented from the class."
     helps, hints = docments(cls), typing.get_type_hints(cls)
@@ -28,10 +28,10 @@ def add_config_flags(parser:argparse.ArgumentParser, cls=TrainConfig):
             parser.add_argument(f"--{f.name}", action="store_true", default=f.default, help=helps.get(f.name))
         else:
             parser.add_argument(f"--{f.name}", type=typ, default=f.default, choices=choices.get(f.name),
-                                help=f"{helps.get(f.name)} (default: {f.default})")
+                                help=helps.get(f.name) + ("" if f.default is None else f" (default: {f.default})"))
     return parser
 
-# %% ../nbs/07_cli.ipynb #46dd0f2f
+# %% ../nbs/07_cli.ipynb #82739fa0
 def _devices(v):
     return int(v) if isinstance(v, str) and v.isdigit() else v
 
@@ -45,6 +45,9 @@ def cmd_generate(args):
     from diffsynth_nb.core import atomic_path
     dtype = {"32": torch.float32, "16": torch.float16, "bf16": torch.bfloat16}[args.torch_dtype]
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available(): raise ValueError(f"--device {device}: no CUDA GPU here; use --device cpu")
+    if device == "cpu" and args.torch_dtype == "16": raise ValueError("--torch_dtype 16 is for GPUs (fp16 is very slow on a CPU); use 32 or bf16")
+    if args.lora_path and not Path(args.lora_path).is_file(): raise FileNotFoundError(f"--lora_path {args.lora_path}: no such file")
     mm = ModelManager(torch_dtype=dtype, device=device, file_path_list=[args.pretrained_path])
     if args.lora_path: mm.load_lora(args.lora_path, lora_alpha=args.lora_alpha)
     image = generate(mm.model(args.family), args.prompt, args.negative_prompt, args.cfg_scale, args.num_inference_steps,
@@ -55,15 +58,13 @@ def cmd_generate(args):
     return out
 
 def cmd_tiny(args):
-    path = FAMILIES[args.family].write_tiny(args.dir)
-    print(f"tiny RANDOM {args.family} model written to {path} (random weights: it tests the code, it draws no pictures)")
-    return path
+    return FAMILIES[args.family].write_tiny(args.dir)   # prints where, and that the weights are random
 
 def cmd_demo(args):
     from diffsynth_nb.demo import run_demo
     return run_demo(args.output_path, args.dataset_path, steps=args.steps)
 
-# %% ../nbs/07_cli.ipynb #657a5fc5
+# %% ../nbs/07_cli.ipynb #b46a7563
 def make_parser() -> argparse.ArgumentParser:
     import diffsynth_nb.sd15  # registers families
     p = argparse.ArgumentParser(prog="diffsynth-nb", description="Train and use LoRA adapters for text-to-image diffusion models.")
@@ -71,16 +72,16 @@ def make_parser() -> argparse.ArgumentParser:
     fams = sorted(FAMILIES)
     t = sub.add_parser("train", help="train a LoRA (flags as the DiffSynth-Studio trainer)")
     t.add_argument("family", choices=fams); add_config_flags(t); t.set_defaults(func=cmd_train)
-    g = sub.add_parser("generate", help="generate an image, optionally with a LoRA")
+    g = sub.add_parser("generate", help="generate an image, optionally with a LoRA", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g.add_argument("family", choices=fams)
     g.add_argument("--pretrained_path", required=True, help="release checkpoint of the base model")
     g.add_argument("--lora_path", help="LoRA .safetensors to merge")
     g.add_argument("--lora_alpha", type=float, default=1.0, help="LoRA strength; 1.0 = as trained (multiplies alpha/rank)")
-    g.add_argument("--prompt", required=True); g.add_argument("--negative_prompt", default="")
+    g.add_argument("--prompt", required=True, help="what to draw"); g.add_argument("--negative_prompt", default="", help="what to steer away from")
     g.add_argument("--cfg_scale", type=float, default=7.5, help="classifier-free guidance scale")
-    g.add_argument("--num_inference_steps", type=int, default=20)
-    g.add_argument("--height", type=int, default=512); g.add_argument("--width", type=int, default=512)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--num_inference_steps", type=int, default=20, help="DDIM steps")
+    g.add_argument("--height", type=int, default=512, help="pixels"); g.add_argument("--width", type=int, default=512, help="pixels")
+    g.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
     g.add_argument("--torch_dtype", choices=("32", "16", "bf16"), default="32", help="weights dtype (16 needs a GPU)")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     g.add_argument("--output", default="image.png", help="image file to write")
@@ -88,16 +89,28 @@ def make_parser() -> argparse.ArgumentParser:
     y = sub.add_parser("tiny", help="write a tiny RANDOM model in the family's release layout (for tests and tutorials)")
     y.add_argument("family", choices=fams); y.add_argument("dir", help="models folder to write into")
     y.set_defaults(func=cmd_tiny)
-    d = sub.add_parser("demo", help="train a LoRA on a tiny random SD 1.5 on the CPU, then generate before/after images")
-    d.add_argument("--output_path", default="runs/demo"); d.add_argument("--dataset_path", default=None,
-                   help="training folder (default: pictures the demo draws)")
+    d = sub.add_parser("demo", help="train a LoRA on a tiny random SD 1.5 on the CPU, then generate before/after images",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d.add_argument("--output_path", default="runs/demo", help="folder for the model, data, LoRA, images and loss plot")
+    d.add_argument("--dataset_path", default=None, help="training folder (default: pictures the demo draws)")
     d.add_argument("--steps", type=int, default=40, help="training steps")
     d.set_defaults(func=cmd_demo)
     return p
 
+def quiet_libraries():
+    "Silence third-party messages that say nothing to a user of the command (warnings that matter still show)."
+    import warnings
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+    dlog.set_verbosity_error(); tlog.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")   # frozen VAE/text encoder: intended
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+
 def main(argv=None):
     "Entry point of the `diffsynth-nb` command."
     args = make_parser().parse_args(argv)
+    quiet_libraries()
+    from diffsynth_nb.trainer import NonFiniteLossError
     try: args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, IsADirectoryError, NonFiniteLossError) as e:
         print(f"diffsynth-nb {args.command}: error: {e}", file=sys.stderr); sys.exit(2)

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'FAMILIES', 'MODEL_PRESETS', 'weight_dtype', 'atomic_path', 'save_safetensors',
-           'read_safetensors_metadata', 'UnsafeCheckpointError', 'safe_torch_load', 'sample_data', 'register_family',
-           'get_family', 'DiffusionFamily', 'detect_family', 'download_models']
+__all__ = ['PRECISIONS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'weight_dtype', 'atomic_path', 'save_safetensors',
+           'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'sample_data',
+           'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'detect_family', 'download_models']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 PRECISIONS = ("32", "16", "16-mixed", "bf16-mixed")
@@ -24,7 +24,7 @@ def weight_dtype(precision:str # one of `PRECISIONS`, as given to `--precision`
         raise ValueError(f"--precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
     return {"32": torch.float32, "16": torch.float16, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}[precision]
 
-# %% ../nbs/00_core.ipynb #9aef508e
+# %% ../nbs/00_core.ipynb #b9385d79
 @contextlib.contextmanager
 def atomic_path(path:str|Path # final file name
                ):
@@ -35,12 +35,14 @@ def atomic_path(path:str|Path # final file name
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0); os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.remove(tmp)
         raise
 
-# %% ../nbs/00_core.ipynb #bf066dd5
+# %% ../nbs/00_core.ipynb #d9b6c5cf
 def save_safetensors(tensors:dict[str, torch.Tensor], # name -> tensor
                      path:str|Path, # destination `.safetensors` file
                      metadata:dict|None=None # string metadata stored in the header (non-strings are JSON-encoded)
@@ -55,8 +57,18 @@ def save_safetensors(tensors:dict[str, torch.Tensor], # name -> tensor
 def read_safetensors_metadata(path:str|Path # a `.safetensors` file
                              ) -> dict[str, str]:
     "The string metadata in the header of a safetensors file (empty dict when there is none)."
+    return safetensors_header(path)[1]
+
+def safetensors_header(path) -> tuple[set[str], dict[str, str]]:
+    "(tensor names, metadata) of a safetensors file; `ValueError` naming the file if it is not one."
     from safetensors import safe_open
-    with safe_open(str(path), framework="pt") as f: return dict(f.metadata() or {})
+    path = Path(path)
+    if path.is_dir(): raise IsADirectoryError(f"{path} is a folder; pass the .safetensors file inside it")
+    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f: return set(f.keys()), dict(f.metadata() or {})
+    except Exception as e:
+        raise ValueError(f"{path} is not a valid .safetensors file ({e}); is it complete, and the file you meant?") from None
 
 # %% ../nbs/00_core.ipynb #ca22bf10
 class UnsafeCheckpointError(ValueError):
@@ -87,8 +99,14 @@ def sample_data(name:str="dog" # `dog`, `dog_zh` or `cat`
         if (Path(root)/name/"train"/"metadata.csv").exists(): return Path(root)/name
     return None
 
-# %% ../nbs/00_core.ipynb #f7a14836
+# %% ../nbs/00_core.ipynb #3426ff99
 FAMILIES: dict[str, type] = {}
+FAMILY_MODULES = ["diffsynth_nb.sd15"]   # imported on first use, so that their families and presets are registered
+
+def load_families():
+    "Import the family modules (registering `FAMILIES` and `MODEL_PRESETS`)."
+    import importlib
+    for m in FAMILY_MODULES: importlib.import_module(m)
 
 def register_family(cls):
     "Class decorator: make `cls` available as `get_family(cls.name)`."
@@ -98,6 +116,7 @@ def register_family(cls):
 def get_family(name:str # a registered family name, e.g. `sd15`
               ) -> type:
     "The family class called `name`; raises `ValueError` listing the known names."
+    if name not in FAMILIES: load_families()
     if name not in FAMILIES:
         raise ValueError(f"unknown model family {name!r}; known families: {', '.join(sorted(FAMILIES)) or 'none registered'}")
     return FAMILIES[name]
@@ -140,16 +159,14 @@ class DiffusionFamily(torch.nn.Module):
 def detect_family(path:str|Path # a release checkpoint (`.safetensors`)
                  ) -> type:
     "The registered family whose release layout matches the tensor names in `path`; `ValueError` if none does."
-    from safetensors import safe_open
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"model file {path} does not exist")
-    with safe_open(str(path), framework="pt") as f: keys = set(f.keys())
+    load_families()
+    keys = safetensors_header(path)[0]
     for cls in FAMILIES.values():
         if cls.matches(keys): return cls
     raise ValueError(f"{path}: not a release checkpoint of a known family ({', '.join(sorted(FAMILIES))}); "
                      f"its first keys are {sorted(keys)[:3]}")
 
-# %% ../nbs/00_core.ipynb #c00cd029
+# %% ../nbs/00_core.ipynb #db2c8448
 MODEL_PRESETS: dict[str, list[tuple[str, str, str]]] = {}
 
 def download_models(presets:list[str], # names in `MODEL_PRESETS`, e.g. `["StableDiffusion_v15"]`
@@ -160,6 +177,7 @@ def download_models(presets:list[str], # names in `MODEL_PRESETS`, e.g. `["Stabl
     if downloader is None:
         from huggingface_hub import hf_hub_download
         downloader = lambda repo_id, filename, local_dir: hf_hub_download(repo_id, filename, local_dir=local_dir)
+    load_families()
     unknown = [p for p in presets if p not in MODEL_PRESETS]
     if unknown: raise ValueError(f"unknown preset(s) {unknown}; known: {', '.join(sorted(MODEL_PRESETS))}")
     paths = []

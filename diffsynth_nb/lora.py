@@ -15,7 +15,7 @@ from .core import save_safetensors, read_safetensors_metadata
 # %% auto #0
 __all__ = ['parse_targets', 'add_lora', 'lora_state_dict', 'to_kohya', 'save_lora', 'read_lora', 'merge_lora']
 
-# %% ../nbs/02_lora.ipynb #973773b5
+# %% ../nbs/02_lora.ipynb #67a21f4a
 def parse_targets(target_modules:str|list[str] # comma-separated names, as `--lora_target_modules`
                  ) -> list[str]:
     "`'to_q,to_k'` → `['to_q', 'to_k']` (blanks dropped)."
@@ -33,8 +33,9 @@ def add_lora(model:torch.nn.Module, # a diffusers model (has `add_adapter`)
     names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
     if unmatched or not targets:
-        raise ValueError(f"--lora_target_modules: no Linear layer of {type(model).__name__} is called {unmatched or targets}; "
-                         f"examples of names that exist: {sorted({n.split('.')[-1] for n in names})[:12]}")
+        short = sorted({".".join(n.split(".")[-2:]) if n.split(".")[-1].isdigit() else n.split(".")[-1] for n in names})
+        raise ValueError(f"--lora_target_modules: no Linear layer of {type(model).__name__} is called {', '.join(unmatched or targets)}; "
+                         f"names that exist: {', '.join(short)}")
     model.requires_grad_(False)
     model.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=targets))
     for p in model.parameters():

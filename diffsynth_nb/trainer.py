@@ -17,26 +17,26 @@ from .lora import add_lora, save_lora
 import diffsynth_nb.sd15  # registers the "sd15" family
 
 # %% auto #0
-__all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'RESUME_MUST_MATCH', 'TrainConfig', 'check_config', 'NonFiniteLossError',
-           'interrupted_lora_path', 'LoRATrainer', 'gathered_lora', 'ExportLoRA', 'LossHistory', 'AtomicCheckpointIO',
-           'state_paths', 'TrainingState', 'train_lora']
+__all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'SECRET_FLAGS', 'RESUME_MUST_MATCH', 'TrainConfig', 'check_config',
+           'NonFiniteLossError', 'interrupted_lora_path', 'LoRATrainer', 'public_config', 'gathered_lora', 'ExportLoRA',
+           'LossHistory', 'AtomicCheckpointIO', 'state_paths', 'TrainingState', 'train_lora']
 
-# %% ../nbs/05_trainer.ipynb #648d6794
+# %% ../nbs/05_trainer.ipynb #739ac4c4
 @dataclass
 class TrainConfig:
     "Settings of one LoRA training run; field names are the seed trainer's command-line flags."
     pretrained_path: str = None            # release checkpoint of the base model (SD 1.5: v1-5-pruned-emaonly.safetensors)
     dataset_path: str = None               # folder holding train/metadata.csv (columns file_name,text) and the images
     output_path: str = "./"                # folder for the LoRA files (one per epoch) and loss.csv
-    lora_target_modules: str = None        # comma-separated module names to adapt (default: the family's attention projections)
+    lora_target_modules: str = None        # comma-separated module names to adapt (None: the family's, to_q,to_k,to_v,to_out.0 for SD 1.5)
     steps_per_epoch: int = 500             # batches each process draws per epoch, with replacement
-    height: int = None                     # training height in pixels (default: the family's, 512 for SD 1.5)
+    height: int = None                     # training height in pixels (None: the family's, 512 for SD 1.5)
     width: int = None                      # training width in pixels
     center_crop: bool = False              # centre-crop after resizing (default: random crop)
     random_flip: bool = False              # flip images left-right at random
     batch_size: int = 1                    # images per batch, per device
     dataloader_num_workers: int = 0        # data-loading subprocesses (0: load in the main process)
-    precision: str = "16-mixed"            # 32, 16, 16-mixed or bf16-mixed; base weights are stored in the half type for the mixed ones
+    precision: str = "16-mixed"            # 32, 16 (= 16-mixed), 16-mixed, bf16-mixed or bf16 (= bf16-mixed); on a CPU 16 becomes bf16-mixed
     learning_rate: float = 1e-4            # AdamW learning rate
     lora_rank: int = 4                     # r, the rank of the LoRA update matrices
     lora_alpha: float = 4.0                # alpha; the update is scaled by alpha / rank
@@ -61,11 +61,15 @@ class TrainConfig:
 TRAINING_STRATEGIES = ("auto", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3")
 INIT_LORA_WEIGHTS = {"kaiming": True, "gaussian": "gaussian"}
 
-# %% ../nbs/05_trainer.ipynb #ebb4fee9
+# %% ../nbs/05_trainer.ipynb #99acab45
 def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     "Fill family defaults and validate `cfg`; raises `ValueError`/`FileNotFoundError` naming the flag."
-    cfg.precision = {"bf16": "bf16-mixed"}.get(str(cfg.precision), str(cfg.precision))
+    cfg.precision = {"bf16": "bf16-mixed", "16": "16-mixed"}.get(str(cfg.precision), str(cfg.precision))
     weight_dtype(cfg.precision)
+    on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and cfg.precision == "16-mixed":
+        warnings.warn("--precision 16-mixed: fp16 autocast does not run on a CPU; training with bf16-mixed instead (or pass --precision 32)")
+        cfg.precision = "bf16-mixed"
     cfg.height, cfg.width = cfg.height or family_cls.default_size, cfg.width or family_cls.default_size
     family_cls.check_size(cfg.height, cfg.width)
     cfg.lora_target_modules = cfg.lora_target_modules or family_cls.default_lora_targets
@@ -88,7 +92,7 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
         raise FileNotFoundError(f"--pretrained_path {cfg.pretrained_path}: no such file")
     return cfg
 
-# %% ../nbs/05_trainer.ipynb #891d6ac9
+# %% ../nbs/05_trainer.ipynb #002b83ea
 class NonFiniteLossError(RuntimeError):
     "The loss became NaN or infinite; the message says where and why it usually happens."
 
@@ -145,7 +149,7 @@ class LoRATrainer(L.LightningModule):
     def on_save_checkpoint(self, checkpoint):
         keep = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["diffsynth_nb"] = {"family": self.family.name, "config": json.loads(json.dumps(asdict(self.cfg), default=str))}
+        checkpoint["diffsynth_nb"] = {"family": self.family.name, "config": public_config(self.cfg)}
 
     def on_load_checkpoint(self, checkpoint):
         saved = checkpoint.get("diffsynth_nb", {}).get("config", {})
@@ -157,10 +161,16 @@ class LoRATrainer(L.LightningModule):
         missing = {n for n, p in self.named_parameters() if p.requires_grad} - set(checkpoint["state_dict"])
         if missing: raise ValueError(f"the saved state lacks LoRA weights such as {sorted(missing)[:2]}; was it written by another run?")
 
+SECRET_FLAGS = ("modelscope_access_token",)
+
+def public_config(cfg:TrainConfig) -> dict:
+    "The settings as plain JSON values, without secrets (they go into shared LoRA files)."
+    return {k: v for k, v in json.loads(json.dumps(asdict(cfg), default=str)).items() if k not in SECRET_FLAGS}
+
 RESUME_MUST_MATCH = ("lora_rank", "lora_alpha", "lora_target_modules", "init_lora_weights", "batch_size", "steps_per_epoch",
                      "accumulate_grad_batches", "seed", "height", "width")
 
-# %% ../nbs/05_trainer.ipynb #0db88e7c
+# %% ../nbs/05_trainer.ipynb #caf7e9a1
 def gathered_lora(trainer, pl_module):
     "Context in which the LoRA weights are whole on every process (DeepSpeed ZeRO-3 shards them; untested without CUDA)."
     if not getattr(trainer.strategy, "zero_stage_3", False): return contextlib.nullcontext()
@@ -181,7 +191,7 @@ class ExportLoRA(L.Callback):
         cfg, fam = pl_module.cfg, pl_module.family
         return {**fam.lora_metadata(), "ss_resolution": f"({cfg.width}, {cfg.height})", "ss_learning_rate": str(cfg.learning_rate),
                 "ss_epoch": str(trainer.current_epoch + 1), "ss_steps": str(trainer.global_step),
-                "diffsynth_nb.training": json.dumps(asdict(cfg), ensure_ascii=False, default=str)}
+                "diffsynth_nb.training": json.dumps(public_config(cfg), ensure_ascii=False)}
 
     def on_exception(self, trainer, pl_module, exception):
         "A crash or Ctrl-C keeps the training done so far: save the (finite) LoRA weights under a new name."
