@@ -16,7 +16,7 @@ from .core import sample_data
 __all__ = ['IMAGE_SUFFIXES', 'DatasetError', 'Row', 'read_metadata', 'load_image', 'check_images', 'to_tensor', 'to_pil',
            'resize_crop', 'TextImageDataset', 'mix_seed', 'EpochSampler', 'make_dataloader']
 
-# %% ../nbs/01_data.ipynb #7da04dcc
+# %% ../nbs/01_data.ipynb #4f0ec15d
 class DatasetError(ValueError):
     "A problem with the training folder; the message names every bad file or row."
 
@@ -24,6 +24,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".g
 
 def _train_dir(dataset_path) -> Path:
     p = Path(dataset_path)
+    if not p.is_dir(): raise DatasetError(f"--dataset_path {str(p)!r}: no such folder")
     if (p/"train"/"metadata.csv").exists(): return p/"train"
     if (p/"metadata.csv").exists(): return p
     raise DatasetError(f"--dataset_path {str(p)!r}: no train/metadata.csv found there. Put your images in "

@@ -92,7 +92,7 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
         raise FileNotFoundError(f"--pretrained_path {cfg.pretrained_path}: no such file")
     return cfg
 
-# %% ../nbs/05_trainer.ipynb #002b83ea
+# %% ../nbs/05_trainer.ipynb #beaf8197
 class NonFiniteLossError(RuntimeError):
     "The loss became NaN or infinite; the message says where and why it usually happens."
 
@@ -127,7 +127,7 @@ class LoRATrainer(L.LightningModule):
         return loss
 
     def check_finite(self, loss, batch_idx):
-        if torch.isfinite(loss): self.last_finite_loss = float(loss); return
+        if torch.isfinite(loss): self.last_finite_loss = float(loss.detach()); return
         path = interrupted_lora_path(self.cfg, self.family.name, self.global_step)
         raise NonFiniteLossError(
             f"the loss is {float(loss)} at optimizer step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}); "
@@ -170,7 +170,7 @@ def public_config(cfg:TrainConfig) -> dict:
 RESUME_MUST_MATCH = ("lora_rank", "lora_alpha", "lora_target_modules", "init_lora_weights", "batch_size", "steps_per_epoch",
                      "accumulate_grad_batches", "seed", "height", "width")
 
-# %% ../nbs/05_trainer.ipynb #caf7e9a1
+# %% ../nbs/05_trainer.ipynb #9fce5bc3
 def gathered_lora(trainer, pl_module):
     "Context in which the LoRA weights are whole on every process (DeepSpeed ZeRO-3 shards them; untested without CUDA)."
     if not getattr(trainer.strategy, "zero_stage_3", False): return contextlib.nullcontext()
@@ -204,16 +204,16 @@ class ExportLoRA(L.Callback):
         print(f"training stopped ({type(exception).__name__}); LoRA weights so far saved to {path}")
 
 class LossHistory(L.Callback):
-    "Keep `(step, loss)` of every batch and write them to `output_path/loss.csv` at each epoch end."
+    "Keep `(batch, epoch, loss)` of every batch and write them to `output_path/loss.csv` at each epoch end."
     def __init__(self): self.rows = []
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.rows.append((len(self.rows), float(outputs["loss"])))
+        self.rows.append((len(self.rows), trainer.current_epoch, float(outputs["loss"])))
     def state_dict(self): return {"rows": list(self.rows)}
     def load_state_dict(self, state): self.rows = [tuple(r) for r in state["rows"]]
     def on_train_epoch_end(self, trainer, pl_module):
         if not trainer.is_global_zero: return
         with atomic_path(Path(pl_module.cfg.output_path)/"loss.csv") as tmp:
-            with open(tmp, "w", newline="") as f: csv.writer(f).writerows([("batch", "loss"), *self.rows])
+            with open(tmp, "w", newline="") as f: csv.writer(f).writerows([("batch", "epoch", "loss"), *self.rows])
 
 # %% ../nbs/05_trainer.ipynb #98bbfa04
 class AtomicCheckpointIO(TorchCheckpointIO):

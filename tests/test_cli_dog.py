@@ -56,8 +56,9 @@ def test_cli_train_and_generate(tiny, tmp_path):
     lora = tmp_path / "run" / "sd15_lora_epoch000.safetensors"
     assert f"LoRA saved to {lora}" in out
     check_lora(lora, 4, 8.0, 20)
-    losses = (tmp_path / "run" / "loss.csv").read_text().splitlines()
-    assert len(losses) == 21 and all(np.isfinite(float(l.split(",")[1])) for l in losses[1:])
+    import csv
+    losses = [float(r["loss"]) for r in csv.DictReader(open(tmp_path / "run" / "loss.csv"))]
+    assert len(losses) == 20 and all(np.isfinite(losses))
 
     common = ["--pretrained_path", tiny, "--prompt", "a dog", "--height", 64, "--width", 64, "--num_inference_steps", 8, "--seed", 1]
     run(["generate", "sd15", *common, "--output", tmp_path / "base.png"], tmp_path)
