@@ -218,6 +218,7 @@ d = { 'settings': { 'branch': 'main',
                                       'diffsynth_nb.trainer.gathered_lora': ('trainer.html#gathered_lora', 'diffsynth_nb/trainer.py'),
                                       'diffsynth_nb.trainer.interrupted_lora_path': ( 'trainer.html#interrupted_lora_path',
                                                                                       'diffsynth_nb/trainer.py'),
+                                      'diffsynth_nb.trainer.make_strategy': ('trainer.html#make_strategy', 'diffsynth_nb/trainer.py'),
                                       'diffsynth_nb.trainer.public_config': ('trainer.html#public_config', 'diffsynth_nb/trainer.py'),
                                       'diffsynth_nb.trainer.state_paths': ('trainer.html#state_paths', 'diffsynth_nb/trainer.py'),
                                       'diffsynth_nb.trainer.train_lora': ('trainer.html#train_lora', 'diffsynth_nb/trainer.py')}}}

@@ -64,7 +64,7 @@ def cmd_demo(args):
     from diffsynth_nb.demo import run_demo
     return run_demo(args.output_path, args.dataset_path, steps=args.steps)
 
-# %% ../nbs/07_cli.ipynb #b46a7563
+# %% ../nbs/07_cli.ipynb #ccaca21b
 def make_parser() -> argparse.ArgumentParser:
     import diffsynth_nb.sd15  # registers families
     p = argparse.ArgumentParser(prog="diffsynth-nb", description="Train and use LoRA adapters for text-to-image diffusion models.")
@@ -102,7 +102,7 @@ def quiet_libraries():
     import warnings
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
-    dlog.set_verbosity_error(); tlog.set_verbosity_error()
+    dlog.set_verbosity_error(); tlog.set_verbosity_error(); dlog.disable_progress_bar()
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")   # frozen VAE/text encoder: intended
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 

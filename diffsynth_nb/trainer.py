@@ -19,7 +19,7 @@ import diffsynth_nb.sd15  # registers the "sd15" family
 # %% auto #0
 __all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'SECRET_FLAGS', 'RESUME_MUST_MATCH', 'TrainConfig', 'check_config',
            'NonFiniteLossError', 'interrupted_lora_path', 'LoRATrainer', 'public_config', 'gathered_lora', 'ExportLoRA',
-           'LossHistory', 'AtomicCheckpointIO', 'state_paths', 'TrainingState', 'train_lora']
+           'LossHistory', 'AtomicCheckpointIO', 'state_paths', 'TrainingState', 'make_strategy', 'train_lora']
 
 # %% ../nbs/05_trainer.ipynb #739ac4c4
 @dataclass
@@ -61,7 +61,7 @@ class TrainConfig:
 TRAINING_STRATEGIES = ("auto", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3")
 INIT_LORA_WEIGHTS = {"kaiming": True, "gaussian": "gaussian"}
 
-# %% ../nbs/05_trainer.ipynb #99acab45
+# %% ../nbs/05_trainer.ipynb #1a1a72b8
 def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     "Fill family defaults and validate `cfg`; raises `ValueError`/`FileNotFoundError` naming the flag."
     cfg.precision = {"bf16": "bf16-mixed", "16": "16-mixed"}.get(str(cfg.precision), str(cfg.precision))
@@ -78,6 +78,10 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     if cfg.training_strategy.startswith("deepspeed") and not torch.cuda.is_available():
         raise ValueError(f"--training_strategy {cfg.training_strategy} needs CUDA GPUs (Lightning's DeepSpeed strategy "
                          "runs only on CUDA); use --training_strategy auto here")
+    if cfg.training_strategy.startswith("deepspeed"):
+        import importlib.util
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ValueError(f"--training_strategy {cfg.training_strategy} needs DeepSpeed: pip install 'diffsynth_nb[deepspeed]'")
     if cfg.init_lora_weights not in INIT_LORA_WEIGHTS:
         raise ValueError(f"--init_lora_weights {cfg.init_lora_weights!r}: use kaiming or gaussian")
     for flag in ("steps_per_epoch", "batch_size", "lora_rank", "accumulate_grad_batches", "max_epochs", "keep_last_states"):
@@ -215,7 +219,7 @@ class LossHistory(L.Callback):
         with atomic_path(Path(pl_module.cfg.output_path)/"loss.csv") as tmp:
             with open(tmp, "w", newline="") as f: csv.writer(f).writerows([("batch", "epoch", "loss"), *self.rows])
 
-# %% ../nbs/05_trainer.ipynb #98bbfa04
+# %% ../nbs/05_trainer.ipynb #35ce716b
 class AtomicCheckpointIO(TorchCheckpointIO):
     "Lightning checkpoint I/O that writes through a temporary file and reads with `weights_only=True`."
     def save_checkpoint(self, checkpoint, path, storage_options=None):
@@ -232,7 +236,7 @@ class TrainingState(L.Callback):
     def __init__(self, every_n_steps:int, keep_last:int): self.every_n_steps, self.keep_last, self.last_saved = every_n_steps, keep_last, None
     def save(self, trainer):
         if trainer.global_step == self.last_saved: return
-        trainer.save_checkpoint(Path(trainer.lightning_module.cfg.output_path)/"states"/f"step={trainer.global_step:08d}.ckpt")
+        trainer.save_checkpoint(Path(trainer.lightning_module.cfg.output_path)/"states"/f"step={trainer.global_step:08d}.ckpt", weights_only=False)
         self.last_saved = trainer.global_step
         if trainer.is_global_zero:
             for old in state_paths(trainer.lightning_module.cfg.output_path)[:-self.keep_last]:
@@ -241,7 +245,14 @@ class TrainingState(L.Callback):
         if self.every_n_steps and trainer.global_step and trainer.global_step % self.every_n_steps == 0: self.save(trainer)
     def on_train_epoch_end(self, trainer, pl_module): self.save(trainer)
 
-# %% ../nbs/05_trainer.ipynb #96885cc7
+# %% ../nbs/05_trainer.ipynb #f7aa90a6
+def make_strategy(cfg:TrainConfig):
+    "Lightning strategy for `--training_strategy`: `auto`, or DeepSpeed ZeRO stage 1/2/3 without frozen weights in its checkpoints."
+    if not cfg.training_strategy.startswith("deepspeed"): return cfg.training_strategy
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+    return DeepSpeedStrategy(stage=int(cfg.training_strategy[-1]), exclude_frozen_parameters=True)
+
+# %% ../nbs/05_trainer.ipynb #36ae3f56
 def train_lora(family:str="sd15", # model family: sd15 (sdxl, kolors, sd3, hunyuan_dit to come)
                cfg:TrainConfig|None=None, # a full config; keyword arguments override its fields
                callbacks:list=(), # extra Lightning callbacks (sample images, loggers, ...)
@@ -262,7 +273,7 @@ def train_lora(family:str="sd15", # model family: sd15 (sdxl, kolors, sd3, hunyu
     module = LoRATrainer(fam, cfg, dataset)
     export = ExportLoRA()
     trainer = L.Trainer(max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-                        precision={"16": "16-mixed"}.get(cfg.precision, cfg.precision), strategy=cfg.training_strategy,
+                        precision={"16": "16-mixed"}.get(cfg.precision, cfg.precision), strategy=make_strategy(cfg),
                         default_root_dir=cfg.output_path, accumulate_grad_batches=cfg.accumulate_grad_batches,
                         callbacks=[LossHistory(), export, TrainingState(cfg.save_state_every_n_steps, cfg.keep_last_states), *callbacks],
                         plugins=[AtomicCheckpointIO()], logger=False, enable_checkpointing=False,
