@@ -96,7 +96,7 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
         raise FileNotFoundError(f"--pretrained_path {cfg.pretrained_path}: no such file")
     return cfg
 
-# %% ../nbs/05_trainer.ipynb #beaf8197
+# %% ../nbs/05_trainer.ipynb #ad9b9fe0
 class NonFiniteLossError(RuntimeError):
     "The loss became NaN or infinite; the message says where and why it usually happens."
 
@@ -131,10 +131,14 @@ class LoRATrainer(L.LightningModule):
         return loss
 
     def check_finite(self, loss, batch_idx):
-        if torch.isfinite(loss): self.last_finite_loss = float(loss.detach()); return
+        finite = bool(torch.isfinite(loss.detach()))
+        if self._trainer is not None and self.trainer.world_size > 1:   # all processes stop together, none waits forever
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite: self.last_finite_loss = float(loss.detach()); return
         path = interrupted_lora_path(self.cfg, self.family.name, self.global_step)
         raise NonFiniteLossError(
-            f"the loss is {float(loss)} at optimizer step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}); "
+            f"the loss is not finite at optimizer step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}; "
+            f"this process's loss: {float(loss.detach())}); "
             f"the last finite loss was {self.last_finite_loss}. Training stopped before this step changed the weights; "
             f"the LoRA as it was is saved to {path}, and earlier epoch files are kept. Likely causes: fp16 overflow "
             f"(try --precision bf16-mixed or 32), a learning rate too high (--learning_rate {self.cfg.learning_rate}), "

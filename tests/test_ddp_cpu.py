@@ -40,3 +40,35 @@ def test_ddp_two_processes(tmp_path):
     assert read_safetensors_metadata(files[0])["ss_steps"] == "5"
     losses = (tmp_path / "out" / "loss.csv").read_text().splitlines()
     assert len(losses) == 1 + 5
+
+
+NAN_SCRIPT = textwrap.dedent("""
+    import sys, lightning as L
+    from pathlib import Path
+    from diffsynth_nb import train_lora
+    class PoisonRank1(L.Callback):   # a NaN on one process only
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_rank == 1 and trainer.global_step == 2: batch["image"].fill_(float("nan"))
+    root = Path(sys.argv[1])
+    if __name__ == "__main__":
+        train_lora("sd15", pretrained_path=root / "models" / "stable_diffusion" / "v1-5-pruned-emaonly.safetensors",
+                   dataset_path=root / "data", output_path=root / "nan", height=32, width=32, batch_size=2, steps_per_epoch=5,
+                   precision="32", accelerator="cpu", devices=2, callbacks=[PoisonRank1()])
+""")
+
+
+def test_ddp_nan_on_one_process_stops_all(tmp_path):
+    """Both processes stop with the diagnosis (none hangs waiting for the other), and the LoRA so far is kept."""
+    from diffsynth_nb import write_tiny_sd15
+    from diffsynth_nb.demo import draw_toy_dataset
+    write_tiny_sd15(tmp_path / "models")
+    draw_toy_dataset(tmp_path / "data", n=4, size=40)
+    script = tmp_path / "ddp_nan.py"
+    script.write_text(NAN_SCRIPT)
+    r = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode != 0
+    # rank 0's own loss was finite, yet it stops with the same diagnosis at the same step (not a broken connection)
+    for rank in (0, 1):
+        assert f"[rank{rank}]: diffsynth_nb.trainer.NonFiniteLossError: the loss is not finite at optimizer step 2" in r.stderr, r.stderr[-3000:]
+    kept = load_file(tmp_path / "nan" / "sd15_lora_interrupted_step000002.safetensors")
+    assert all(torch.isfinite(v).all() for v in kept.values())
