@@ -24,7 +24,15 @@ def weight_dtype(precision:str # one of `PRECISIONS`, as given to `--precision`
         raise ValueError(f"--precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
     return {"32": torch.float32, "16": torch.float16, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}[precision]
 
-# %% ../nbs/00_core.ipynb #b9385d79
+# %% ../nbs/00_core.ipynb #b8118ff0
+def _fsync(path):
+    "Flush a file's (or a folder's) data to disk."
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try: os.fsync(fd)
+        finally: os.close(fd)
+    except OSError: pass   # some file systems cannot fsync folders
+
 @contextlib.contextmanager
 def atomic_path(path:str|Path # final file name
                ):
@@ -37,7 +45,9 @@ def atomic_path(path:str|Path # final file name
         yield Path(tmp)
         umask = os.umask(0); os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files; give the usual permissions
+        _fsync(tmp)                     # the bytes are on disk before the name points at them (power loss)
         os.replace(tmp, path)
+        _fsync(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.remove(tmp)
         raise

@@ -14,7 +14,7 @@ from .core import sample_data
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'DatasetError', 'Row', 'read_metadata', 'load_image', 'check_images', 'to_tensor', 'to_pil',
-           'resize_crop', 'TextImageDataset', 'mix_seed', 'EpochSampler', 'make_dataloader']
+           'resize_crop', 'TextImageDataset', 'mix_seed', 'EpochSampler', 'make_dataloader', 'dataset_fingerprint']
 
 # %% ../nbs/01_data.ipynb #4f0ec15d
 class DatasetError(ValueError):
@@ -184,3 +184,10 @@ def make_dataloader(dataset:Dataset, batch_size:int=1, steps_per_epoch:int=500, 
     sampler = EpochSampler(len(dataset), steps_per_epoch * batch_size, seed, rank, pos)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       drop_last=True, persistent_workers=num_workers > 0)
+
+# %% ../nbs/01_data.ipynb #cf4e473e
+def dataset_fingerprint(rows:list[tuple[Path, str]]) -> str:
+    "A short hash of the dataset's rows: file names, captions and file sizes."
+    h = hashlib.sha256()
+    for path, text in rows: h.update(repr((Path(path).name, text, Path(path).stat().st_size)).encode())
+    return h.hexdigest()[:16]

@@ -15,18 +15,18 @@ from .core import save_safetensors, read_safetensors_metadata
 # %% auto #0
 __all__ = ['parse_targets', 'add_lora', 'lora_state_dict', 'to_kohya', 'save_lora', 'read_lora', 'merge_lora']
 
-# %% ../nbs/02_lora.ipynb #67a21f4a
+# %% ../nbs/02_lora.ipynb #7791bff9
 def parse_targets(target_modules:str|list[str] # comma-separated names, as `--lora_target_modules`
                  ) -> list[str]:
-    "`'to_q,to_k'` → `['to_q', 'to_k']` (blanks dropped)."
+    "`'to_q,to_k,to_out'` → `['to_q', 'to_k', 'to_out.0']`: blanks dropped; the seed's `to_out` is diffusers' `to_out.0`."
     if isinstance(target_modules, str): target_modules = target_modules.split(",")
-    return [t.strip() for t in target_modules if t.strip()]
+    return [{"to_out": "to_out.0"}.get(t.strip(), t.strip()) for t in target_modules if t.strip()]
 
 def add_lora(model:torch.nn.Module, # a diffusers model (has `add_adapter`)
              rank:int=4, # r, `--lora_rank`
              alpha:float=4.0, # α, `--lora_alpha`; the update is scaled by α/r
              target_modules:str|list[str]="to_q,to_k,to_v,to_out.0", # module-name suffixes to adapt
-             init:str|bool="gaussian" # peft's `init_lora_weights`: A ~ N(0, 1/r), B = 0 (as the seed trainer)
+             init:str|bool=True # peft's `init_lora_weights`: True = kaiming-uniform A (the seed's default), "gaussian" = A ~ N(0, (1/r)²); B = 0 either way
             ) -> torch.nn.Module:
     "Freeze `model`, add a LoRA adapter to `target_modules` and keep the LoRA weights in float32."
     targets = parse_targets(target_modules)

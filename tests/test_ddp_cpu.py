@@ -9,21 +9,27 @@ from safetensors.torch import load_file
 
 
 SCRIPT = textwrap.dedent("""
-    import sys, torch
+    import sys, json, torch, lightning as L
     from pathlib import Path
-    from diffsynth_nb import train_lora, write_tiny_sd15
-    from diffsynth_nb.demo import draw_toy_dataset
+    from diffsynth_nb import train_lora
     root = Path(sys.argv[1])
+    class Record(L.Callback):   # what each process saw and ended with
+        def __init__(self): self.images = []
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx): self.images.append(float(batch["image"].sum()))
+        def on_train_end(self, trainer, pl_module):
+            lora = sum(float(p.double().sum()) for p in pl_module.parameters() if p.requires_grad)
+            (root / f"rank{trainer.global_rank}.json").write_text(json.dumps({"images": self.images, "lora": lora}))
     if __name__ == "__main__":
         ckpt = root / "models" / "stable_diffusion" / "v1-5-pruned-emaonly.safetensors"
         lora = train_lora("sd15", pretrained_path=ckpt, dataset_path=root / "data", output_path=root / "out",
                           height=32, width=32, batch_size=2, steps_per_epoch=5, precision="32",
-                          accelerator="cpu", devices=2, learning_rate=1e-3)
+                          accelerator="cpu", devices=2, learning_rate=1e-3, callbacks=[Record()])
         print("RESULT", lora)
 """)
 
 
 def test_ddp_two_processes(tmp_path):
+    import json
     from diffsynth_nb import write_tiny_sd15
     from diffsynth_nb.demo import draw_toy_dataset
     write_tiny_sd15(tmp_path / "models")
@@ -35,11 +41,15 @@ def test_ddp_two_processes(tmp_path):
     assert "RESULT" in r.stdout
     files = sorted((tmp_path / "out").glob("*.safetensors"))
     assert [f.name for f in files] == ["sd15_lora_epoch000.safetensors"]
-    # 5 batches per process per epoch -> 5 optimizer steps (gradients averaged across the 2 processes)
+    # --steps_per_epoch 5 is shared by the 2 processes as in the seed: ceil(5/2) = 3 batches each -> 3 optimizer steps
     from diffsynth_nb.core import read_safetensors_metadata
-    assert read_safetensors_metadata(files[0])["ss_steps"] == "5"
+    assert read_safetensors_metadata(files[0])["ss_steps"] == "3"
+    ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1)]
+    assert len(ranks[0]["images"]) == len(ranks[1]["images"]) == 3
+    assert ranks[0]["images"] != ranks[1]["images"], "both processes drew the same batches"
+    assert abs(ranks[0]["lora"] - ranks[1]["lora"]) < 1e-9, "the LoRA weights of the two processes diverged"
     losses = (tmp_path / "out" / "loss.csv").read_text().splitlines()
-    assert len(losses) == 1 + 5
+    assert len(losses) == 1 + 3
 
 
 NAN_SCRIPT = textwrap.dedent("""
