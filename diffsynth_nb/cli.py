@@ -63,7 +63,7 @@ def cmd_demo(args):
     from diffsynth_nb.demo import run_demo
     return run_demo(args.output_path, args.dataset_path, steps=args.steps)
 
-# %% ../nbs/07_cli.ipynb #ccaca21b
+# %% ../nbs/07_cli.ipynb #a6e050c9
 def make_parser() -> argparse.ArgumentParser:
     import diffsynth_nb.sd15  # registers families
     p = argparse.ArgumentParser(prog="diffsynth-nb", description="Train and use LoRA adapters for text-to-image diffusion models.")
@@ -109,7 +109,9 @@ def main(argv=None):
     "Entry point of the `diffsynth-nb` command."
     args = make_parser().parse_args(argv)
     quiet_libraries()
-    from diffsynth_nb.trainer import NonFiniteLossError
+    from diffsynth_nb.trainer import NonFiniteLossError, TrainingInterrupted
     try: args.func(args)
+    except TrainingInterrupted as e:
+        print(f"diffsynth-nb {args.command}: {e}", file=sys.stderr); sys.exit(143)   # 128 + SIGTERM, as shells report it
     except (ValueError, FileNotFoundError, IsADirectoryError, NonFiniteLossError) as e:
         print(f"diffsynth-nb {args.command}: error: {e}", file=sys.stderr); sys.exit(2)

@@ -80,7 +80,7 @@ def safetensors_header(path) -> tuple[set[str], dict[str, str]]:
     except Exception as e:
         raise ValueError(f"{path} is not a valid .safetensors file ({e}); is it complete, and the file you meant?") from None
 
-# %% ../nbs/00_core.ipynb #ca22bf10
+# %% ../nbs/00_core.ipynb #c130ba92
 class UnsafeCheckpointError(ValueError):
     "A pickle that would run code (or build arbitrary objects) when loaded."
 
@@ -94,9 +94,15 @@ def safe_torch_load(path:str|Path, # a `.bin`, `.pt` or `.ckpt` file
     import zipfile
     try: return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(f"{path}: refused to load — this pickle asks to run code or build objects other "
-                                    f"than tensors ({str(e).splitlines()[0][:200]}). Only load files from sources you "
-                                    f"trust; prefer .safetensors.") from None
+        import re
+        what = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if what: raise UnsafeCheckpointError(f"{path}: refused to load — this pickle asks to call or build {what[1]}, which could run "
+                                             f"code. Use a .safetensors file, or convert a pickle from a source you trust.") from None
+        detail = re.search(r"WeightsUnpickler error: *\s*(.+)", str(e))
+        raise UnsafeCheckpointError(f"{path}: refused to load — it is not a file of tensors that can be read safely (damaged, not a "
+                                    f"PyTorch file, or holding Python objects that could run code; {detail[1].strip() if detail else 'unpickling failed'})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ValueError(f"{path} cannot be read as a PyTorch file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 # %% ../nbs/00_core.ipynb #c64b61da
 def sample_data(name:str="dog" # `dog`, `dog_zh` or `cat`

@@ -14,9 +14,10 @@ from .core import sample_data
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'DatasetError', 'Row', 'read_metadata', 'load_image', 'check_images', 'to_tensor', 'to_pil',
-           'resize_crop', 'TextImageDataset', 'mix_seed', 'EpochSampler', 'make_dataloader', 'dataset_fingerprint']
+           'resize_crop', 'TextImageDataset', 'mix_seed', 'EpochSampler', 'ResumableDataLoader', 'make_dataloader',
+           'dataset_fingerprint']
 
-# %% ../nbs/01_data.ipynb #4f0ec15d
+# %% ../nbs/01_data.ipynb #4b0fceda
 class DatasetError(ValueError):
     "A problem with the training folder; the message names every bad file or row."
 
@@ -37,7 +38,7 @@ class Row(tuple):
 
 def read_metadata(dataset_path:str|Path # folder holding `train/metadata.csv` (or the `train` folder itself)
                  ) -> list[tuple[Path, str]]:
-    "`(image path, caption)` for every row of `metadata.csv`; raises `DatasetError` listing every bad row."
+    "`(image path, caption)` for every row of `metadata.csv`; raises `DatasetError` on a bad file or row (files are checked by `check_images`)."
     root = _train_dir(dataset_path)
     csv_path = root/"metadata.csv"
     try: text = csv_path.read_bytes().decode("utf-8-sig")
@@ -53,7 +54,6 @@ def read_metadata(dataset_path:str|Path # folder holding `train/metadata.csv` (o
     for row in reader:
         i, name = reader.line_num, (row["file_name"] or "").strip()
         if not name: problems.append(f"{csv_path} line {i}: empty file_name"); continue
-        if not (root/name).is_file(): problems.append(f"{csv_path} line {i}: {root/name} does not exist")
         rows.append(Row(root/name, row["text"] or "", i))
     if not rows and not problems: problems.append(f"{csv_path}: no rows; list at least one image")
     if problems: raise DatasetError("the dataset has problems:\n  " + "\n  ".join(problems))
@@ -65,7 +65,7 @@ def read_metadata(dataset_path:str|Path # folder holding `train/metadata.csv` (o
                                + (" ..." if len(unlisted) > 10 else ""))
     return rows
 
-# %% ../nbs/01_data.ipynb #01448a82
+# %% ../nbs/01_data.ipynb #14bda9e8
 def load_image(path:str|Path # an image file PIL can read
               ) -> Image.Image:
     "The image at `path` as upright 8-bit RGB (EXIF orientation applied, transparency composited on white)."
@@ -94,6 +94,7 @@ def check_images(rows:list[tuple[Path, str]], # as returned by `read_metadata`
     for row in rows:
         path = row[0]
         try:
+            if not path.is_file(): raise FileNotFoundError("the file does not exist")
             if path.stat().st_size == 0: raise ValueError("the file is empty (0 bytes)")
             im = load_image(path)
         except Exception as e:
@@ -102,8 +103,8 @@ def check_images(rows:list[tuple[Path, str]], # as returned by `read_metadata`
         good.append(row)
         if height and width and (im.height < height or im.width < width): small.append(f"{path.name} ({im.width}x{im.height})")
     if bad and not skip_bad:
-        raise DatasetError("unreadable images (fix them, remove them from metadata.csv, or pass --skip_bad_images):\n  " + "\n  ".join(bad))
-    if bad: warnings.warn("skipping unreadable images (--skip_bad_images):\n  " + "\n  ".join(bad))
+        raise DatasetError("missing or unreadable images (fix them, remove them from metadata.csv, or pass --skip_bad_images):\n  " + "\n  ".join(bad))
+    if bad: warnings.warn("skipping missing or unreadable images (--skip_bad_images):\n  " + "\n  ".join(bad))
     if not good: raise DatasetError("no readable image left in the dataset")
     if small: warnings.warn(f"{len(small)} image(s) smaller than the training size {width}x{height} will be upscaled: {', '.join(small[:10])}")
     return good
@@ -158,7 +159,7 @@ class TextImageDataset(Dataset):
         return {"image": to_tensor(im), "text": text,
                 "original_size": torch.tensor(original_size), "crop_top_left": torch.tensor(crop)}
 
-# %% ../nbs/01_data.ipynb #27c1b4fc
+# %% ../nbs/01_data.ipynb #a7c1fe96
 def mix_seed(*xs) -> int:
     "A 63-bit seed from a tuple of ints/strings; stable across runs, processes and machines."
     return int.from_bytes(hashlib.blake2b(repr(xs).encode(), digest_size=8).digest(), "little") >> 1
@@ -175,6 +176,11 @@ class EpochSampler(Sampler):
         idx = torch.randint(self.n_items, (self.num_samples,), generator=torch.Generator().manual_seed(mix_seed(self.seed, self.rank, epoch)))
         for k in range(start, self.num_samples): yield (int(idx[k]), mix_seed(self.seed, self.rank, epoch, k))
 
+class ResumableDataLoader(DataLoader):
+    "A `DataLoader` whose position is derived from the trainer's loop counters (see `EpochSampler`), so it has no state of its own to save."
+    def state_dict(self): return {}
+    def load_state_dict(self, state_dict): pass
+
 def make_dataloader(dataset:Dataset, batch_size:int=1, steps_per_epoch:int=500, num_workers:int=0,
                     seed:int=0, rank:int=0, # the process's rank: each process draws its own batches
                     position=None # `() -> (epoch, batches already done in it)` for resuming mid-epoch
@@ -182,8 +188,8 @@ def make_dataloader(dataset:Dataset, batch_size:int=1, steps_per_epoch:int=500, 
     "A loader yielding `steps_per_epoch` batches of `batch_size` items drawn with replacement (fewer when resumed mid-epoch)."
     pos = (lambda: (lambda e, b: (e, b * batch_size))(*position())) if position else None
     sampler = EpochSampler(len(dataset), steps_per_epoch * batch_size, seed, rank, pos)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=True, persistent_workers=num_workers > 0)
+    return ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                               drop_last=True, persistent_workers=num_workers > 0)
 
 # %% ../nbs/01_data.ipynb #cf4e473e
 def dataset_fingerprint(rows:list[tuple[Path, str]]) -> str:

@@ -52,3 +52,23 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
         assert set(a) == set(b)
         assert all(torch.equal(a[k], b[k]) for k in a), f"{name}: resumed weights differ from the uninterrupted run"
     assert (tmp_path / "A" / "loss.csv").read_text() == (tmp_path / "B" / "loss.csv").read_text()
+
+
+def test_sigterm_exits_143_and_keeps_the_lora(tmp_path):
+    """A scheduler's SIGTERM is not a success: exit status 143, the LoRA so far is saved, and --resume is suggested."""
+    from diffsynth_nb import write_tiny_sd15
+    from diffsynth_nb.demo import draw_toy_dataset
+    write_tiny_sd15(tmp_path / "models")
+    draw_toy_dataset(tmp_path / "data", n=5, size=40)
+    args = train_args(tmp_path, tmp_path / "T")
+    args[args.index("--steps_per_epoch") + 1] = "400"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "T" / "states" / "step=00000004.ckpt").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (proc.returncode, err[-2000:])
+    assert "stopped by SIGTERM" in err and "--resume" in err
+    assert list((tmp_path / "T").glob("sd15_lora_interrupted_step*.safetensors"))
