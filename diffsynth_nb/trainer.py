@@ -300,7 +300,7 @@ def make_strategy(cfg:TrainConfig):
     from lightning.pytorch.strategies import DeepSpeedStrategy
     return DeepSpeedStrategy(stage=int(cfg.training_strategy[-1]), exclude_frozen_parameters=True)
 
-# %% ../nbs/05_trainer.ipynb #6ff2f14d
+# %% ../nbs/05_trainer.ipynb #948d5b8f
 def train_lora(family:str="sd15", # model family: sd15 (sdxl, kolors, sd3, hunyuan_dit to come)
                cfg:TrainConfig|None=None, # a full config; keyword arguments override its fields
                callbacks:list=(), # extra Lightning callbacks (sample images, loggers, ...)
@@ -309,12 +309,12 @@ def train_lora(family:str="sd15", # model family: sd15 (sdxl, kolors, sd3, hunyu
     family_cls = get_family(family)
     cfg = TrainConfig(**{**(asdict(cfg) if cfg else {}), **kwargs})
     check_config(cfg, family_cls)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dataset = TextImageDataset(cfg.dataset_path, cfg.height, cfg.width, cfg.center_crop, cfg.random_flip, seed=cfg.seed,
-                               skip_bad_images=cfg.skip_bad_images)
     if not (cfg.resume or cfg.resume_from) and state_paths(cfg.output_path):
         raise ValueError(f"--output_path {cfg.output_path} already holds training states of an earlier run ({Path(cfg.output_path)/'states'}); "
                          f"pass --resume to continue it, or choose another --output_path")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dataset = TextImageDataset(cfg.dataset_path, cfg.height, cfg.width, cfg.center_crop, cfg.random_flip, seed=cfg.seed,
+                               skip_bad_images=cfg.skip_bad_images)
     ckpt_path = cfg.resume_from
     if ckpt_path is not None: load_state(ckpt_path)   # a clear error now rather than deep inside Lightning
     if cfg.resume and ckpt_path is None:
