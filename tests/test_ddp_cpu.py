@@ -82,3 +82,48 @@ def test_ddp_nan_on_one_process_stops_all(tmp_path):
         assert f"[rank{rank}]: diffsynth_nb.trainer.NonFiniteLossError: the loss is not finite at optimizer step 2" in r.stderr, r.stderr[-3000:]
     kept = load_file(tmp_path / "nan" / "sd15_lora_interrupted_step000002.safetensors")
     assert all(torch.isfinite(v).all() for v in kept.values())
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import sys, lightning as L
+    from pathlib import Path
+    from diffsynth_nb import train_lora
+    class CrashAt3(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 3: raise RuntimeError("simulated crash")
+    class Count(L.Callback):
+        n = 0
+        def on_train_batch_end(self, *args): self.n += 1
+        def on_train_end(self, trainer, pl_module): print(f"BATCHES rank{trainer.global_rank} {self.n}", flush=True)
+    root, out, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    if __name__ == "__main__":
+        train_lora("sd15", pretrained_path=root / "models" / "stable_diffusion" / "v1-5-pruned-emaonly.safetensors",
+                   dataset_path=root / "data", output_path=root / out, height=32, width=32, batch_size=2, steps_per_epoch=10,
+                   precision="32", accelerator="cpu", devices=2, learning_rate=1e-3, random_flip=True, save_state_every_n_steps=2,
+                   resume=(mode == "resume"), callbacks=[CrashAt3()] if mode == "crash" else [Count()])
+""")
+
+
+def test_ddp_resume_matches_uninterrupted(tmp_path):
+    """Two processes crash at step 3; resumed with two processes from the step-2 state, they end with the weights of an
+    uninterrupted two-process run."""
+    from diffsynth_nb import write_tiny_sd15
+    from diffsynth_nb.demo import draw_toy_dataset
+    write_tiny_sd15(tmp_path / "models")
+    draw_toy_dataset(tmp_path / "data", n=4, size=40)
+    script = tmp_path / "ddp_resume.py"
+    script.write_text(RESUME_SCRIPT)
+    run = lambda out, mode: subprocess.run([sys.executable, str(script), str(tmp_path), out, mode], capture_output=True,
+                                           text=True, timeout=300, cwd=tmp_path)
+    full = run("full", "plain")
+    assert full.returncode == 0, full.stderr[-3000:]
+    crashed = run("part", "crash")
+    assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
+    assert [p.name for p in sorted((tmp_path / "part" / "states").glob("step=*.ckpt"))] == ["step=00000002.ckpt"]
+    resumed = run("part", "resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+    assert "BATCHES rank0 3" in resumed.stdout, resumed.stdout[-2000:]   # 5 batches per process, 2 done before the crash
+    a = load_file(tmp_path / "full" / "sd15_lora_epoch000.safetensors")
+    b = load_file(tmp_path / "part" / "sd15_lora_epoch000.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), "resumed two-process run differs"
