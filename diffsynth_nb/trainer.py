@@ -63,7 +63,7 @@ class TrainConfig:
 TRAINING_STRATEGIES = ("auto", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3")
 INIT_LORA_WEIGHTS = {"kaiming": True, "gaussian": "gaussian"}
 
-# %% ../nbs/05_trainer.ipynb #1a1a72b8
+# %% ../nbs/05_trainer.ipynb #5d163b13
 def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     "Fill family defaults and validate `cfg`; raises `ValueError`/`FileNotFoundError` naming the flag."
     cfg.precision = {"bf16": "bf16-mixed", "16": "16-mixed"}.get(str(cfg.precision), str(cfg.precision))
@@ -90,7 +90,7 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
         if int(getattr(cfg, flag)) < 1: raise ValueError(f"--{flag} must be at least 1, got {getattr(cfg, flag)}")
     if cfg.save_state_every_n_steps < 0: raise ValueError(f"--save_state_every_n_steps must be 0 or more, got {cfg.save_state_every_n_steps}")
     if cfg.snr_gamma is not None and cfg.snr_gamma <= 0: raise ValueError(f"--snr_gamma must be positive, got {cfg.snr_gamma}")
-    if cfg.resume_from is not None and not Path(cfg.resume_from).is_file():
+    if cfg.resume_from is not None and not Path(cfg.resume_from).exists():
         raise FileNotFoundError(f"--resume_from {cfg.resume_from}: no such state file (states are in <output_path>/states/step=*.ckpt)")
     if cfg.dataset_path is None: raise ValueError("--dataset_path is required: a folder holding train/metadata.csv")
     if cfg.pretrained_path is None: raise ValueError("--pretrained_path is required: the base model's release checkpoint")
@@ -248,7 +248,7 @@ class LossHistory(L.Callback):
         with atomic_path(Path(pl_module.cfg.output_path)/"loss.csv") as tmp:
             with open(tmp, "w", newline="") as f: csv.writer(f).writerows([("batch", "epoch", "loss"), *self.rows])
 
-# %% ../nbs/05_trainer.ipynb #00e7bb77
+# %% ../nbs/05_trainer.ipynb #8c8f46a3
 class AtomicCheckpointIO(TorchCheckpointIO):
     "Lightning checkpoint I/O that writes through a temporary file and reads with `weights_only=True`."
     def save_checkpoint(self, checkpoint, path, storage_options=None):
@@ -259,7 +259,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def load_state(path:str|Path) -> dict:
     "A training state written by `train_lora`, read with `weights_only=True`; `ValueError` naming the file otherwise."
     path = Path(path)
-    if path.is_dir(): raise IsADirectoryError(f"{path} is a folder; pass a state file such as {path}/step=00000100.ckpt")
+    if path.is_dir(): raise IsADirectoryError(f"{path} is a folder; pass a state file such as {path}/step=00000100.ckpt "
+                                              f"(state folders are DeepSpeed's, read only with --training_strategy deepspeed_*)")
     state = safe_torch_load(path)
     if not isinstance(state, dict) or "loops" not in state or "diffsynth_nb" not in state:
         raise ValueError(f"{path} is not a training state written by diffsynth_nb (those are <output_path>/states/step=*.ckpt)")
@@ -273,6 +274,7 @@ def latest_good_state(output_path:str|Path) -> Path|None:
     "The newest state in `output_path/states` that loads (older ones are tried if it does not); removes stale temporary files."
     for tmp in (Path(output_path)/"states").glob(".step=*.tmp"): tmp.unlink(missing_ok=True)   # from a kill during a write
     for path in reversed(state_paths(output_path)):
+        if path.is_dir(): return path   # a DeepSpeed state folder: DeepSpeed reads it itself
         try: load_state(path); return path
         except (ValueError, OSError) as e: warnings.warn(f"skipping unreadable state {path}: {e}")
     return None
@@ -300,7 +302,7 @@ def make_strategy(cfg:TrainConfig):
     from lightning.pytorch.strategies import DeepSpeedStrategy
     return DeepSpeedStrategy(stage=int(cfg.training_strategy[-1]), exclude_frozen_parameters=True)
 
-# %% ../nbs/05_trainer.ipynb #948d5b8f
+# %% ../nbs/05_trainer.ipynb #8c313b28
 def train_lora(family:str="sd15", # model family: sd15 (sdxl, kolors, sd3, hunyuan_dit to come)
                cfg:TrainConfig|None=None, # a full config; keyword arguments override its fields
                callbacks:list=(), # extra Lightning callbacks (sample images, loggers, ...)
@@ -316,7 +318,7 @@ def train_lora(family:str="sd15", # model family: sd15 (sdxl, kolors, sd3, hunyu
     dataset = TextImageDataset(cfg.dataset_path, cfg.height, cfg.width, cfg.center_crop, cfg.random_flip, seed=cfg.seed,
                                skip_bad_images=cfg.skip_bad_images)
     ckpt_path = cfg.resume_from
-    if ckpt_path is not None: load_state(ckpt_path)   # a clear error now rather than deep inside Lightning
+    if ckpt_path is not None and not Path(ckpt_path).is_dir(): load_state(ckpt_path)   # a clear error now, not deep inside Lightning
     if cfg.resume and ckpt_path is None:
         ckpt_path = latest_good_state(cfg.output_path)
         print(f"resuming from {ckpt_path}" if ckpt_path else f"--resume: no saved state in {Path(cfg.output_path)/'states'}; starting from scratch")
