@@ -17,11 +17,8 @@ def train_args(root, out):
             "--learning_rate", "1e-3", "--save_state_every_n_steps", "4", "--keep_last_states", "3", "--accelerator", "cpu"]
 
 
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
-    from diffsynth_nb import write_tiny_sd15
-    from diffsynth_nb.demo import draw_toy_dataset
-    write_tiny_sd15(tmp_path / "models")
-    draw_toy_dataset(tmp_path / "data", n=5, size=40)
+def test_sigkill_then_resume_matches_uninterrupted(tiny_root):
+    tmp_path = tiny_root
 
     full = subprocess.run(train_args(tmp_path, tmp_path / "A"), capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
@@ -54,12 +51,9 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     assert (tmp_path / "A" / "loss.csv").read_text() == (tmp_path / "B" / "loss.csv").read_text()
 
 
-def test_sigterm_exits_143_and_keeps_the_lora(tmp_path):
+def test_sigterm_exits_143_and_keeps_the_lora(tiny_root):
     """A scheduler's SIGTERM is not a success: exit status 143, the LoRA so far is saved, and --resume is suggested."""
-    from diffsynth_nb import write_tiny_sd15
-    from diffsynth_nb.demo import draw_toy_dataset
-    write_tiny_sd15(tmp_path / "models")
-    draw_toy_dataset(tmp_path / "data", n=5, size=40)
+    tmp_path = tiny_root
     args = train_args(tmp_path, tmp_path / "T")
     args[args.index("--steps_per_epoch") + 1] = "400"
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
