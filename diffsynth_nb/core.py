@@ -161,6 +161,12 @@ class DiffusionFamily(torch.nn.Module):
     def encode_prompt(self, texts): raise NotImplementedError
     def encode_batch(self, batch): return self.encode_prompt(list(batch["text"]))
     def predict(self, x_t, t, cond): raise NotImplementedError
+    def lora_modules(self) -> dict[str, torch.nn.Module]:
+        "kohya prefix → the module whose layers a LoRA file may adapt (`lora_unet` → denoiser, `lora_te` → text encoder, ...)."
+        return {self.lora_prefix: self.denoiser}
+    def tokenizers(self) -> dict[str, object]:
+        "Name → tokenizer of each text encoder (its `model_max_length` is the caption token limit)."
+        return {}
     def lora_metadata(self) -> dict[str, str]:
         "Header entries that tell other tools which base model a LoRA is for."
         return {"diffsynth_nb.family": self.name}

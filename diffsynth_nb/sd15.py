@@ -139,6 +139,8 @@ class SD15(DiffusionFamily):
 
     @property
     def denoiser(self): return self.unet
+    def lora_modules(self): return {"lora_unet": self.unet, "lora_te": self.text_encoder}
+    def tokenizers(self): return {"CLIP text encoder": self.tokenizer}
     @property
     def device(self): return self.unet.device
     @property
