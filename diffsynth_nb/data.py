@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #60d1f801
 from __future__ import annotations
-import csv, hashlib, random, warnings
+import csv, hashlib, io, random, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -13,9 +13,9 @@ from torch.utils.data import Dataset, DataLoader, Sampler
 from .core import sample_data
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'DatasetError', 'Row', 'read_metadata', 'load_image', 'check_images', 'to_tensor', 'to_pil',
-           'resize_crop', 'TextImageDataset', 'mix_seed', 'EpochSampler', 'ResumableDataLoader', 'make_dataloader',
-           'dataset_fingerprint']
+__all__ = ['IMAGE_SUFFIXES', 'DatasetError', 'Row', 'read_metadata', 'warn_long_captions', 'load_image', 'check_images',
+           'to_tensor', 'to_pil', 'resize_crop', 'TextImageDataset', 'mix_seed', 'EpochSampler', 'ResumableDataLoader',
+           'make_dataloader', 'dataset_fingerprint']
 
 # %% ../nbs/01_data.ipynb #4b0fceda
 class DatasetError(ValueError):
@@ -36,25 +36,49 @@ class Row(tuple):
     def __new__(cls, path, text, line):
         row = super().__new__(cls, (path, text)); row.line = line; return row
 
+def _csv_records(csv_path:Path, text:str) -> list[tuple[int, list[str]]]:
+    "`(line where the record starts, fields)` for each record of `text`, exactly as `csv.reader` reads a file opened with `newline=''`."
+    lines = io.StringIO(text, newline="").readlines()   # split at \n, \r\n and \r, each kept, as such a file gives them
+    reader, records, start = csv.reader(lines), [], 1
+    try:
+        for fields in reader: records.append((start, fields)); start = reader.line_num + 1
+    except csv.Error as e:
+        raise DatasetError(f"{csv_path} line {start}: not readable as CSV ({e}); check the double quotes of this row") from None
+    if records:   # at the end of the file the csv module closes a quote left open: every line after it became one caption
+        last = records[-1][0]
+        try: list(csv.reader(lines[last - 1:], strict=True))
+        except csv.Error as e:
+            if "unexpected end of data" in str(e):
+                raise DatasetError(f"{csv_path} line {last}: a double quote opened in this row is never closed, so the rest of the "
+                                   f"file would be read as its caption; close it, and write a quote inside a quoted caption as two (\"\")") from None
+    return records
+
 def read_metadata(dataset_path:str|Path # folder holding `train/metadata.csv` (or the `train` folder itself)
-                 ) -> list[tuple[Path, str]]:
-    "`(image path, caption)` for every row of `metadata.csv`; raises `DatasetError` on a bad file or row (files are checked by `check_images`)."
+                 ) -> list[Row]:
+    "`(image path, caption)` for every row of `metadata.csv`, captions exactly as the csv module reads them; raises `DatasetError` on a bad file or row (files are checked by `check_images`)."
     root = _train_dir(dataset_path)
     csv_path = root/"metadata.csv"
-    try: text = csv_path.read_bytes().decode("utf-8-sig")
+    data = csv_path.read_bytes()
+    try: text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = csv_path.read_bytes()[:e.start].count(b"\n") + 1
+        line = data[:e.start].count(b"\n") + 1
         raise DatasetError(f"{csv_path}: line {line} is not valid UTF-8; save the file as UTF-8.") from None
-    reader = csv.DictReader(text.splitlines())
-    missing_cols = {"file_name", "text"} - set(reader.fieldnames or [])
+    records = _csv_records(csv_path, text)
+    header = records[0][1] if records else []
+    missing_cols = {"file_name", "text"} - set(header)
     if missing_cols:
         raise DatasetError(f"{csv_path}: missing column(s) {', '.join(sorted(missing_cols))}; "
-                           f"the header must be `file_name,text` (found {reader.fieldnames}).")
+                           f"the header must be `file_name,text` (found {header}).")
+    name_col, text_col = header.index("file_name"), header.index("text")
     rows, problems = [], []
-    for row in reader:
-        i, name = reader.line_num, (row["file_name"] or "").strip()
+    for i, fields in records[1:]:
+        if not fields: continue   # a blank line (skipped, as csv.DictReader does)
+        if any(f.strip() for f in fields[len(header):]):
+            problems.append(f"{csv_path} line {i}: {len(fields)} fields but the header has {len(header)}; "
+                            f"put a caption that contains commas in double quotes"); continue
+        name = fields[name_col].strip() if name_col < len(fields) else ""
         if not name: problems.append(f"{csv_path} line {i}: empty file_name"); continue
-        rows.append(Row(root/name, row["text"] or "", i))
+        rows.append(Row(root/name, fields[text_col] if text_col < len(fields) else "", i))
     if not rows and not problems: problems.append(f"{csv_path}: no rows; list at least one image")
     if problems: raise DatasetError("the dataset has problems:\n  " + "\n  ".join(problems))
     empty = [f"line {r.line}" for r in rows if not r[1].strip()]
@@ -64,6 +88,22 @@ def read_metadata(dataset_path:str|Path # folder holding `train/metadata.csv` (o
     if unlisted: warnings.warn(f"{root}: {len(unlisted)} image(s) not listed in metadata.csv are ignored: {', '.join(unlisted[:10])}"
                                + (" ..." if len(unlisted) > 10 else ""))
     return rows
+
+# %% ../nbs/01_data.ipynb #c2d12e84
+def warn_long_captions(rows:list[Row], # as returned by `read_metadata` (each with `.line`)
+                       tokenizers:dict[str, object] # the family's `tokenizers()`: text encoder name → its tokenizer
+                      ) -> dict[str, list[int]]:
+    "Warn once per text encoder about captions over its `model_max_length` tokens (special tokens counted); returns name → those rows' `metadata.csv` lines."
+    texts, long = [text for _, text in rows], {}
+    for name, tok in tokenizers.items():
+        limit = tok.model_max_length
+        n_tokens = [len(ids) for ids in tok(texts, verbose=False).input_ids] if texts else []   # verbose=False: no per-caption log line
+        long[name] = [row.line for row, n in zip(rows, n_tokens) if n > limit]
+        if long[name]:
+            shown = ", ".join(map(str, long[name][:10])) + (", …" if len(long[name]) > 10 else "")
+            warnings.warn(f"{name}: {len(long[name])} caption(s) longer than its limit of {limit} tokens (start/end tokens "
+                          f"included) will be truncated to {limit} tokens: metadata.csv line(s) {shown}")
+    return long
 
 # %% ../nbs/01_data.ipynb #14bda9e8
 def load_image(path:str|Path # an image file PIL can read
@@ -121,7 +161,7 @@ def to_pil(x:torch.Tensor) -> Image.Image:
 
 def resize_crop(im:Image.Image, height:int, width:int, center_crop:bool=True, random_flip:bool=False,
                 rng:random.Random|None=None):
-    "Cover `height × width`, crop and maybe flip; returns `(image, (crop_top, crop_left))`."
+    "Cover `height × width`, crop and maybe flip; returns `(image, (crop_top, crop_left))`, where the returned image lies in the resized (flipped) one."
     rng = rng or random
     w, h = im.size
     scale = max(height / h, width / w)
@@ -129,7 +169,8 @@ def resize_crop(im:Image.Image, height:int, width:int, center_crop:bool=True, ra
     im = im.resize((nw, nh), Image.BICUBIC)
     top, left = ((nh - height) // 2, (nw - width) // 2) if center_crop else (rng.randint(0, nh - height), rng.randint(0, nw - width))
     im = im.crop((left, top, left + width, top + height))
-    if random_flip and rng.random() < 0.5: im = im.transpose(Image.FLIP_LEFT_RIGHT)
+    if random_flip and rng.random() < 0.5:   # flipping the crop = cropping the flipped image at the mirrored offset
+        im, left = im.transpose(Image.FLIP_LEFT_RIGHT), nw - width - left
     return im, (top, left)
 
 # %% ../nbs/01_data.ipynb #4277ae6b
