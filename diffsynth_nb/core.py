@@ -117,7 +117,7 @@ def sample_data(name:str="dog" # `dog`, `dog_zh` or `cat`
 
 # %% ../nbs/00_core.ipynb #3426ff99
 FAMILIES: dict[str, type] = {}
-FAMILY_MODULES = ["diffsynth_nb.sd15"]   # imported on first use, so that their families and presets are registered
+FAMILY_MODULES = ["diffsynth_nb.sd15", "diffsynth_nb.sdxl"]   # imported on first use, so that their families and presets are registered
 
 def load_families():
     "Import the family modules (registering `FAMILIES` and `MODEL_PRESETS`)."
@@ -161,6 +161,9 @@ class DiffusionFamily(torch.nn.Module):
     def encode_prompt(self, texts): raise NotImplementedError
     def encode_batch(self, batch): return self.encode_prompt(list(batch["text"]))
     def predict(self, x_t, t, cond): raise NotImplementedError
+    def size_condition(self, cond:dict, height:int, width:int) -> dict:
+        "`cond` from `encode_prompt` plus what the denoiser needs to know about a `height`×`width` output (SDXL: `time_ids`)."
+        return cond
     def lora_modules(self) -> dict[str, torch.nn.Module]:
         "kohya prefix → the module whose layers a LoRA file may adapt (`lora_unet` → denoiser, `lora_te` → text encoder, ...)."
         return {self.lora_prefix: self.denoiser}

@@ -35,7 +35,7 @@ def generate(family, # a loaded `DiffusionFamily` (e.g. `SD15`)
         latents = torch.randn(shape, generator=g) * family.schedule.init_noise_sigma()
     x = latents.to(dev, dtype)
     guided = cfg_scale != 1.0
-    cond = family.encode_prompt([negative_prompt, prompt] if guided else [prompt])
+    cond = family.size_condition(family.encode_prompt([negative_prompt, prompt] if guided else [prompt]), height, width)
     for t, t_prev in progress_bar_cmd(family.schedule.timesteps(num_inference_steps)):
         x_in = torch.cat([x, x]) if guided else x
         out = family.predict(x_in, torch.full((x_in.shape[0],), t, device=dev), cond)

@@ -11,7 +11,7 @@ from .core import atomic_path
 
 # %% auto #0
 __all__ = ['UNET_PREFIX', 'VAE_PREFIX', 'CLIP_PREFIX', 'unet_to_ldm', 'vae_to_ldm', 'clip_to_ldm', 'randomize_',
-           'write_text_atomic', 'write_tiny_clip_tokenizer']
+           'open_clip_to_ldm', 'write_text_atomic', 'write_tiny_clip_tokenizer']
 
 # %% ../nbs/03a_ldm.ipynb #a6589650
 UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."
@@ -19,7 +19,8 @@ UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX = "model.diffusion_model.", "first_stage_mo
 _UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0",
                 "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
 _UNET_TOP = {"time_embedding.linear_1.": "time_embed.0.", "time_embedding.linear_2.": "time_embed.2.",
-             "conv_in.": "input_blocks.0.0.", "conv_norm_out.": "out.0.", "conv_out.": "out.2."}
+             "conv_in.": "input_blocks.0.0.", "conv_norm_out.": "out.0.", "conv_out.": "out.2.",
+             "add_embedding.linear_1.": "label_emb.0.0.", "add_embedding.linear_2.": "label_emb.0.2."}  # SDXL's size/pooled-text embedding
 _VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 def _rename_head(rest:str, table:dict[str, str]) -> str:
@@ -94,6 +95,28 @@ def randomize_(model:torch.nn.Module, generator:torch.Generator) -> torch.nn.Mod
         else: p.copy_(0.02 * noise)
     return model.eval()
 
+# %% ../nbs/03a_ldm.ipynb #76c7ac43
+_OPEN_CLIP_LAYER = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
+                    "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+
+def open_clip_to_ldm(state_dict:dict # transformers `CLIPTextModelWithProjection` state dict
+                    ) -> dict:
+    "CLIP text-with-projection names → open_clip names (no prefix): fused `attn.in_proj_*`, `text_projection` `[C, P]`."
+    sd = {k.removeprefix("text_model."): v for k, v in state_dict.items()}
+    out = {"token_embedding.weight": sd.pop("embeddings.token_embedding.weight"),
+           "positional_embedding": sd.pop("embeddings.position_embedding.weight"),
+           "ln_final.weight": sd.pop("final_layer_norm.weight"), "ln_final.bias": sd.pop("final_layer_norm.bias"),
+           "text_projection": sd.pop("text_projection.weight").T.contiguous()}
+    layers = sorted({int(m[1]) for k in sd if (m := re.match(r"encoder\.layers\.(\d+)\.", k))})
+    for i in layers:
+        p = f"encoder.layers.{i}."
+        for kind in ("weight", "bias"):
+            out[f"transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat([sd.pop(f"{p}self_attn.{n}_proj.{kind}") for n in "qkv"])
+        for key in [k for k in sd if k.startswith(p)]:
+            out[f"transformer.resblocks.{i}.{_rename_head(key[len(p):], _OPEN_CLIP_LAYER)}"] = sd.pop(key)
+    if sd: raise KeyError(f"open_clip_to_ldm: no open_clip name for {sorted(sd)[:3]}")
+    return out
+
 # %% ../nbs/03a_ldm.ipynb #c1e195e2
 def _bytes_to_unicode() -> dict[int, str]:
     "GPT-2/CLIP byte → printable character table (256 entries)."
@@ -108,12 +131,14 @@ def write_text_atomic(path:Path, text:str):
     with atomic_path(path) as tmp: tmp.write_text(text, encoding="utf-8")
     os.chmod(path, 0o644)
 
-def write_tiny_clip_tokenizer(folder:str|Path) -> Path:
+def write_tiny_clip_tokenizer(folder:str|Path,
+                              pad_token:str="<|endoftext|>" # CLIP-L pads with the end token; SDXL's bigG tokenizer with "!"
+                             ) -> Path:
     "Write a 514-token CLIP BPE tokenizer with the real file names into `folder`; returns `folder`."
     folder = Path(folder)
     chars = list(_bytes_to_unicode().values())
     vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
-    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": pad_token}
     config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True, "errors": "replace",
               "add_prefix_space": False, **special}
     files = {"vocab.json": json.dumps(vocab, ensure_ascii=False), "merges.txt": "#version: 0.2\n",
