@@ -12,6 +12,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file
 from .core import save_safetensors, read_safetensors_metadata
+from .ldm import unet_to_ldm
 
 # %% auto #0
 __all__ = ['DIFFUSERS_COMPONENTS', 'parse_targets', 'add_lora', 'lora_state_dict', 'to_kohya', 'save_lora', 'LoRAFile',
@@ -146,6 +147,14 @@ def _check(d:dict, w:torch.Tensor) -> str|None:
     if alpha.numel() != 1: return f"alpha has shape {list(alpha.shape)}, not one number"
     if not all(torch.isfinite(t).all() for t in (down, up, alpha)): return "holds inf or NaN values"
 
+def _ldm_names(root:torch.nn.Module) -> dict[str, str]:
+    "LDM name → diffusers name of each weight of a diffusers UNet (kohya's SDXL files, and some SD 1.5 files, use LDM names); {} for other models."
+    L = getattr(getattr(root, "config", None), "get", lambda k: None)("layers_per_block")   # diffusers UNets only
+    if not isinstance(L, int): return {}
+    names = [n for n, m in root.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)
+             and re.match(r"(down_blocks|up_blocks|mid_block|conv_in|conv_out|conv_norm_out|time_embedding)\b", n)]
+    return {k[:-len(".weight")]: v for k, v in unet_to_ldm({n + ".weight": n for n in names}, L).items()}
+
 def plan_merge(lora:LoRAFile|str|Path, # a file or what `read_lora` made of it
                modules:dict[str, torch.nn.Module] # kohya prefix → module, e.g. `family.lora_modules()`
               ) -> MergePlan:
@@ -158,6 +167,7 @@ def plan_merge(lora:LoRAFile|str|Path, # a file or what `read_lora` made of it
             if n and isinstance(getattr(m, "weight", None), torch.Tensor):
                 index[p + "_" + n.replace(".", "_")] = (p, n, m)
                 if clip: index[p + "_text_model_" + n.replace(".", "_")] = (p, n, m)   # the name kohya files (and ComfyUI) use
+        for ldm, n in _ldm_names(root).items(): index.setdefault(p + "_" + ldm.replace(".", "_"), index[p + "_" + n.replace(".", "_")])
     layers, unmatched, problems = [], [], []
     for name, d in lora.layers.items():
         if "down" not in d or "up" not in d:
@@ -175,8 +185,9 @@ _KEY_GUESSES = [  # (regex on a tensor name, family): first hit wins
     (r"query_key_value|dense_h_to_4h|dense_4h_to_h", "Kolors (ChatGLM text encoder)"),
     (r"Wqkv|base_model\.model\.blocks|blocks_\d+_attn\d_(q|kv)_proj", "Hunyuan-DiT"),
     (r"joint_blocks|context_block|x_block|^transformer\.transformer_blocks|lora_te3_|text_encoder_3\.", "SD3"),
-    (r"^lora_te[12]_|^text_encoder_2\.|input_blocks|output_blocks|label_emb|add_embedding|transformer_blocks[._]9", "SDXL"),
-    (r"up_blocks[._]3[._]attentions|^lora_te_|^text_encoder\.", "SD 1.5")]
+    (r"^lora_te[12]_|^text_encoder_2\.|label_emb|add_embedding|transformer_blocks[._]9", "SDXL"),
+    (r"up_blocks[._]3[._]attentions|input_blocks[._][12][._]1[._]|^lora_te_|^text_encoder\.", "SD 1.5"),   # SDXL has no attention in input block 1, 2
+    (r"input_blocks|output_blocks", "SDXL")]
 
 def guess_family(keys, # tensor names of a LoRA file
                  metadata:dict|None=None # its header
