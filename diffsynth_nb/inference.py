@@ -45,6 +45,8 @@ def generate(family, # a loaded `DiffusionFamily` (e.g. `SD15`)
     return to_pil(image) if output_type == "pil" else ((image + 1) / 2).clamp(0, 1).cpu()
 
 # %% ../nbs/06_inference.ipynb #72743784
+from .lora import component_name
+
 class ModelManager:
     "Loads release checkpoints (family detected from the tensor names) and merges LoRA files into them."
     def __init__(self, torch_dtype=torch.float16, device="cuda", file_path_list=()):
@@ -62,15 +64,17 @@ class ModelManager:
         return found[-1]
 
     def load_lora(self, file_path:str|Path, lora_alpha:float=1.0):
-        "Merge the LoRA at `file_path` into its base model at strength `lora_alpha` (1.0 = as trained)."
+        "Merge every layer of the LoRA at `file_path` (denoiser and text encoders) at strength `lora_alpha` (1.0 = as trained), or raise `ValueError` and change nothing."
         fam = read_safetensors_metadata(file_path).get("diffsynth_nb.family")
         model = self.model(fam) if fam in {m.name for m in self.models} else self.model()
         merged = getattr(model, "merged_loras", [])
         if str(file_path) in merged:
             warnings.warn(f"{file_path} is already merged into {model.name}; merging it again doubles its strength")
-        n = merge_lora(model.denoiser, file_path, lora_alpha, model.lora_prefix)
+        modules = model.lora_modules()
+        counts = merge_lora(modules, file_path, lora_alpha, into=model.name)
         model.merged_loras = merged + [str(file_path)]
-        print(f"{n} LoRA layers merged from {file_path} into {model.name} at strength {lora_alpha}")
+        parts = ", ".join(f"{n} {component_name(p, modules[p])}" for p, n in counts.items())
+        print(f"{model.name}: merged {sum(counts.values())} LoRA layers ({parts}) from {file_path} at strength {lora_alpha}")
 
 class SDImagePipeline:
     "Text-to-image pipeline for the UNet families (SD 1.5 now), called like the seed's `SDImagePipeline`."

@@ -4,16 +4,19 @@
 
 # %% ../nbs/02_lora.ipynb #57d44e56
 from __future__ import annotations
-import json, re, warnings
+import json, math, re, warnings
+from dataclasses import dataclass
 from pathlib import Path
 import torch
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file
 from .core import save_safetensors, read_safetensors_metadata
+from .ldm import unet_to_ldm
 
 # %% auto #0
-__all__ = ['parse_targets', 'add_lora', 'lora_state_dict', 'to_kohya', 'save_lora', 'read_lora', 'merge_lora']
+__all__ = ['DIFFUSERS_COMPONENTS', 'parse_targets', 'add_lora', 'lora_state_dict', 'to_kohya', 'save_lora', 'LoRAFile',
+           'read_lora', 'MergePlan', 'plan_merge', 'guess_family', 'merge_lora', 'component_name']
 
 # %% ../nbs/02_lora.ipynb #7791bff9
 def parse_targets(target_modules:str|list[str] # comma-separated names, as `--lora_target_modules`
@@ -74,42 +77,185 @@ def save_lora(model:torch.nn.Module, # model with a peft adapter
     return save_safetensors(sd, path, meta)
 
 # %% ../nbs/02_lora.ipynb #752d97f0
-def read_lora(path:str|Path, # a LoRA `.safetensors` (kohya layout, or peft/diffusers `lora_A`/`lora_B` names)
-              prefix:str="lora_unet" # kohya prefix whose layers to return
-             ) -> dict[str, dict[str, torch.Tensor]]:
-    "`{kohya stem: {'down': A, 'up': B, 'alpha': α}}` for the layers under `prefix` (others are skipped)."
-    sd = load_file(str(path))
-    layers = {}
-    for k, v in sd.items():
-        m = re.fullmatch(r"(.+)\.(lora_down\.weight|lora_up\.weight|alpha)", k)
-        if m is None:  # peft / diffusers names: unet.<module>.lora_A.weight
-            m2 = re.fullmatch(r"(?:unet\.|transformer\.)?(.+)\.lora_([AB])\.weight", k)
-            if m2 is None: raise ValueError(f"{path}: key {k!r} is neither kohya (`.lora_down.weight`) nor peft (`.lora_A.weight`)")
-            stem, part = prefix + "_" + m2[1].replace(".", "_"), "down" if m2[2] == "A" else "up"
-        else:
-            stem, part = m[1], {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"}[m[2]]
-        if stem.startswith(prefix + "_"): layers.setdefault(stem, {})[part] = v
-    for stem, d in layers.items():
-        if "down" not in d or "up" not in d: raise ValueError(f"{path}: layer {stem} lacks lora_down or lora_up")
-        if "alpha" not in d:  # peft files keep alpha in the adapter config; fall back to the header, then to r
-            meta = read_safetensors_metadata(path)
-            d["alpha"] = torch.tensor(float(meta.get("ss_network_alpha", d["down"].shape[0])))
-    return layers
+_PART = re.compile(r"(.+?)\.(lora_down\.weight|lora_up\.weight|lora_A\.weight|lora_B\.weight|lora\.down\.weight|lora\.up\.weight"
+                   r"|lora_linear_layer\.down\.weight|lora_linear_layer\.up\.weight|alpha)")
+_NOT_LORA = {"hada_": "LoHa (LyCORIS)", "lokr_": "LoKr (LyCORIS)", "dora_scale": "DoRA", "lora_magnitude_vector": "DoRA",
+             "lora_mid": "LoCon with a Tucker core (LyCORIS)", ".diff": "full-weight difference", "bias": "bias update"}
+
+@dataclass
+class LoRAFile:
+    "The tensors of a LoRA file sorted out: `layers` {name as written: {'down': A, 'up': B, 'alpha': α}}, `unsupported` tensor names."
+    path: Path
+    layers: dict[str, dict[str, torch.Tensor]]
+    unsupported: list[str]
+    metadata: dict[str, str]
+
+def read_lora(path:str|Path # a LoRA `.safetensors`: kohya (`.lora_down.weight`), peft/diffusers (`.lora_A.weight`) or old diffusers (`.lora.down.weight`)
+             ) -> LoRAFile:
+    "Sort every tensor of `path` into a LoRA layer part or `unsupported`; α from `.alpha`, diffusers' `lora_adapter_metadata`, `ss_network_alpha`, else r."
+    path = Path(path)
+    meta = read_safetensors_metadata(path)   # FileNotFoundError / ValueError naming the file
+    layers, unsupported = {}, []
+    for k, v in load_file(str(path)).items():
+        m = _PART.fullmatch(k)
+        if m is None: unsupported.append(k); continue
+        part = "alpha" if m[2] == "alpha" else "down" if re.search(r"lora_down|lora_A|\.down\.", "." + m[2]) else "up"
+        layers.setdefault(m[1], {})[part] = v
+    peft_meta = json.loads(meta.get("lora_adapter_metadata", "{}"))   # diffusers: {"unet.lora_alpha": 8, "unet.r": 4, ...}
+    for name, d in layers.items():
+        if "alpha" in d or "down" not in d: continue
+        comp = name.split(".")[0]
+        pattern = peft_meta.get(f"{comp}.alpha_pattern") or {}
+        hit = [a for key, a in pattern.items() if name == f"{comp}.{key}" or name.endswith("." + key)]
+        alpha = hit[0] if hit else peft_meta.get(f"{comp}.lora_alpha", meta.get("ss_network_alpha", d["down"].shape[0]))
+        d["alpha"] = torch.tensor(float(alpha))
+    return LoRAFile(path, layers, unsupported, meta)
+
+# %% ../nbs/02_lora.ipynb #071b9641
+DIFFUSERS_COMPONENTS = {"unet": ("lora_unet",), "transformer": ("lora_unet",), "base_model.model": ("lora_unet",),
+                        "text_encoder": ("lora_te", "lora_te1"), "text_encoder_2": ("lora_te2",), "text_encoder_3": ("lora_te3",)}
+
+@dataclass
+class MergePlan:
+    "What merging a `LoRAFile` into `modules` would do: `layers` to apply, file layers that are `unmatched`, `problems` found."
+    file: LoRAFile
+    layers: list[tuple[str, str, torch.nn.Module, dict]]  # (kohya prefix, module name, module, {'down', 'up', 'alpha'})
+    unmatched: list[str]
+    problems: list[str]
+    def counts(self) -> dict[str, int]:
+        "kohya prefix → number of layers to merge into it."
+        return {p: sum(l[0] == p for l in self.layers) for p in dict.fromkeys(l[0] for l in self.layers)}
+
+def _kohya_name(name:str, modules:dict) -> str:
+    "The kohya stem of a layer name as written: kohya names pass, diffusers/peft `text_encoder.a.b` → `lora_te_a_b`."
+    if "." not in name: return name
+    for comp, prefixes in DIFFUSERS_COMPONENTS.items():
+        if name.startswith(comp + "."):
+            prefix = next((p for p in prefixes if p in modules), prefixes[0])
+            return prefix + "_" + name[len(comp) + 1:].replace(".", "_")
+    return ("lora_unet" if "lora_unet" in modules else next(iter(modules))) + "_" + name.replace(".", "_")   # bare peft names (`lora_state_dict`): the denoiser
+
+def _check(d:dict, w:torch.Tensor) -> str|None:
+    "Why `d` (`down` A [r,in(,k,k)], `up` B [out,r(,1,1)], `alpha`) cannot update weight `w`, or None."
+    down, up, alpha = d["down"], d["up"], d["alpha"]
+    shapes = f"lora_down {list(down.shape)} and lora_up {list(up.shape)}"
+    if down.dim() < 2 or up.dim() < 2 or up.shape[1] != down.shape[0] or any(s != 1 for s in up.shape[2:]):
+        return f"{shapes} do not form a low-rank update"
+    trim = lambda s: tuple(s)[:2] + tuple(x for x in tuple(s)[2:] if x != 1)   # a 1×1 conv fits a Linear
+    if trim((up.shape[0], *down.shape[1:])) != trim(w.shape):
+        return f"{shapes} give an update of shape {[up.shape[0], *down.shape[1:]]}, but the model's weight is {list(w.shape)}"
+    if alpha.numel() != 1: return f"alpha has shape {list(alpha.shape)}, not one number"
+    if not all(torch.isfinite(t).all() for t in (down, up, alpha)): return "holds inf or NaN values"
+
+def _ldm_names(root:torch.nn.Module) -> dict[str, str]:
+    "LDM name → diffusers name of each weight of a diffusers UNet (kohya's SDXL files, and some SD 1.5 files, use LDM names); {} for other models."
+    L = getattr(getattr(root, "config", None), "get", lambda k: None)("layers_per_block")   # diffusers UNets only
+    if not isinstance(L, int): return {}
+    names = [n for n, m in root.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)
+             and re.match(r"(down_blocks|up_blocks|mid_block|conv_in|conv_out|conv_norm_out|time_embedding)\b", n)]
+    return {k[:-len(".weight")]: v for k, v in unet_to_ldm({n + ".weight": n for n in names}, L).items()}
+
+def plan_merge(lora:LoRAFile|str|Path, # a file or what `read_lora` made of it
+               modules:dict[str, torch.nn.Module] # kohya prefix → module, e.g. `family.lora_modules()`
+              ) -> MergePlan:
+    "Match every layer of `lora` to a weight of `modules` and check its shapes and values; changes nothing."
+    lora = lora if isinstance(lora, LoRAFile) else read_lora(lora)
+    modules, index = {p: m for p, m in modules.items() if m is not None}, {}   # a family may lack an encoder (SD3 without T5)
+    for p, root in modules.items():
+        clip = "CLIPText" in type(root).__name__ and not hasattr(root, "text_model")   # transformers ≥ 5 dropped CLIP's `text_model.`
+        for n, m in root.named_modules():
+            if n and isinstance(getattr(m, "weight", None), torch.Tensor):
+                index[p + "_" + n.replace(".", "_")] = (p, n, m)
+                if clip: index[p + "_text_model_" + n.replace(".", "_")] = (p, n, m)   # the name kohya files (and ComfyUI) use
+        for ldm, n in _ldm_names(root).items(): index.setdefault(p + "_" + ldm.replace(".", "_"), index[p + "_" + n.replace(".", "_")])
+    layers, unmatched, problems = [], [], []
+    for name, d in lora.layers.items():
+        if "down" not in d or "up" not in d:
+            problems.append(f"layer {name} has no {'lora_up' if 'down' in d else 'lora_down'}"); continue
+        if (hit := index.get(_kohya_name(name, modules))) is None: unmatched.append(name); continue
+        if (why := _check(d, hit[2].weight)): problems.append(f"layer {name} (→ {hit[1]} of {hit[0]}): {why}")
+        elif any(l[2] is hit[2] for l in layers): problems.append(f"layer {name} adapts {hit[1]} of {hit[0]} a second time")
+        else: layers.append((*hit, d))
+    return MergePlan(lora, layers, unmatched, problems)
+
+# %% ../nbs/02_lora.ipynb #d1df313a
+_META_GUESSES = [("xl", "SDXL"), ("sd3", "SD3"), ("stable-diffusion-3", "SD3"), ("flux", "FLUX"), ("hunyuan", "Hunyuan-DiT"),
+                 ("kolors", "Kolors"), ("v2", "SD 2.x"), ("sd_2", "SD 2.x"), ("v1", "SD 1.5"), ("sd15", "SD 1.5")]
+_KEY_GUESSES = [  # (regex on a tensor name, family): first hit wins
+    (r"query_key_value|dense_h_to_4h|dense_4h_to_h", "Kolors (ChatGLM text encoder)"),
+    (r"Wqkv|base_model\.model\.blocks|blocks_\d+_attn\d_(q|kv)_proj", "Hunyuan-DiT"),
+    (r"joint_blocks|context_block|x_block|^transformer\.transformer_blocks|lora_te3_|text_encoder_3\.", "SD3"),
+    (r"^lora_te[12]_|^text_encoder_2\.|label_emb|add_embedding|transformer_blocks[._]9", "SDXL"),
+    (r"up_blocks[._]3[._]attentions|input_blocks[._][12][._]1[._]|^lora_te_|^text_encoder\.", "SD 1.5"),   # SDXL has no attention in input block 1, 2
+    (r"input_blocks|output_blocks", "SDXL")]
+
+def guess_family(keys, # tensor names of a LoRA file
+                 metadata:dict|None=None # its header
+                ) -> str|None:
+    "Which model family a LoRA file looks made for, and why: header (`diffsynth_nb.family`, `modelspec.architecture`, `ss_base_model_version`) first, then key patterns."
+    metadata = metadata or {}
+    if metadata.get("diffsynth_nb.family"): return f"{metadata['diffsynth_nb.family']} (header diffsynth_nb.family)"
+    for field in ("modelspec.architecture", "ss_base_model_version"):
+        value = metadata.get(field, "").lower()
+        for pat, fam in _META_GUESSES:
+            if value and pat in value: return f"{fam} (header {field} = {metadata[field]})"
+    for pat, fam in _KEY_GUESSES:
+        hit = next((k for k in keys if re.search(pat, k)), None)
+        if hit: return f"{fam} (keys like {hit})"
+    return None
+
+# %% ../nbs/02_lora.ipynb #5668dbeb
+def _few(names:list[str], n:int=3) -> str: return ", ".join(names[:n]) + (f" (and {len(names) - n} more)" if len(names) > n else "")
+
+def _refusal(plan:MergePlan, modules:dict, into:str) -> str|None:
+    "The error message for a plan that must not be applied (unsupported tensors, problems, unmatched layers), or None."
+    f, guess = plan.file, guess_family(list(plan.file.layers) + plan.file.unsupported, plan.file.metadata)
+    looks = f"the file looks made for {guess}" if guess else "neither its header nor its key names tell which model it is for"
+    if f.unsupported:
+        kinds = sorted({next((kind for key, kind in _NOT_LORA.items() if key in k), "unknown") for k in f.unsupported})
+        return (f"{f.path}: {len(f.unsupported)} tensors are not plain LoRA ({', '.join(kinds)}), which diffsynth_nb cannot merge: "
+                f"{_few(f.unsupported)}. Nothing was merged; use a LoRA with lora_down/lora_up (or lora_A/lora_B) pairs only.")
+    if plan.problems:
+        return f"{f.path}: {len(plan.problems)} LoRA layer(s) do not fit {into}: {'; '.join(plan.problems[:3])}. Nothing was merged; {looks}."
+    if plan.unmatched or not plan.layers:
+        parts = sorted({m[0] for n in plan.unmatched if (m := re.match(r"lora_(unet|te\d?)(?=_)", _kohya_name(n, modules))) and m[0] not in modules})
+        lacks = f" ({into} has no {', '.join(parts)})" if parts else ""
+        return (f"{f.path}: only {len(plan.layers)} of {len(f.layers)} LoRA layers match a layer of {into} ({', '.join(modules)}); "
+                f"no match for {_few(plan.unmatched)}{lacks}. Nothing was merged; {looks}.")
+
+def _add_delta(w:torch.Tensor, d:dict, strength:float):
+    "`w += strength·α/r·B@A` (computed in float32 on `w`'s device, reshaped to `w`: a conv `A` [r,in,k,k] flattens to [r, in·k·k])."
+    down, up = d["down"].to(w.device, torch.float32).flatten(1), d["up"].to(w.device, torch.float32).flatten(1)
+    w.add_((strength * float(d["alpha"]) / down.shape[0] * (up @ down)).reshape(w.shape).to(w.dtype))
 
 @torch.no_grad()
-def merge_lora(model:torch.nn.Module, # the plain (non-peft) model to modify in place
-               path:str|Path, # LoRA file
+def merge_lora(model:torch.nn.Module|dict[str, torch.nn.Module], # a plain (non-peft) module, or kohya prefix → module (`family.lora_modules()`)
+               path:str|Path|LoRAFile, # LoRA file
                strength:float=1.0, # multiplies α/r; 1.0 = training strength
-               prefix:str="lora_unet"
-              ) -> int:
-    "Add `strength·α/r·B@A` to each adapted weight of `model`; returns the number of layers merged."
-    modules = {prefix + "_" + n.replace(".", "_"): m for n, m in model.named_modules()}
-    layers = read_lora(path, prefix)
-    if not layers: raise ValueError(f"{path}: no LoRA layers with prefix {prefix!r}")
-    for stem, d in layers.items():
-        if stem not in modules: raise ValueError(f"{path}: layer {stem} does not exist in {type(model).__name__}; is the LoRA for another model family?")
-        w = modules[stem].weight
-        down, up = d["down"].float().flatten(1), d["up"].float().flatten(1)
-        delta = strength * float(d["alpha"]) / down.shape[0] * (up @ down)
-        w.add_(delta.reshape(w.shape).to(w.device, w.dtype))
-    return len(layers)
+               prefix:str="lora_unet", # kohya prefix of `model` when it is one module
+               into:str|None=None # name of the model in messages (default: its class names)
+              ) -> dict[str, int]:
+    "Add `strength·α/r·B@A` to every layer of the file, or raise `ValueError` and change nothing; returns prefix → layers merged."
+    modules = {p: m for p, m in (model if isinstance(model, dict) else {prefix: model}).items() if m is not None}
+    into = into or " + ".join(type(m).__name__ for m in modules.values())
+    if not math.isfinite(strength): raise ValueError(f"LoRA strength {strength} is not a finite number")
+    plan = plan_merge(path, modules)
+    if (why := _refusal(plan, modules, into)): raise ValueError(why)
+    backups = []
+    try:
+        for p, name, module, d in plan.layers:
+            backups.append((module.weight, module.weight.detach().to("cpu", copy=True)))
+            _add_delta(module.weight, d, strength)
+            if not torch.isfinite(module.weight).all():
+                raise ValueError(f"{plan.file.path}: merging layer {name} of {p} at strength {strength} overflows {module.weight.dtype} "
+                                 f"(inf/NaN weights); nothing was merged")
+    except BaseException:
+        for w, old in reversed(backups): w.copy_(old)   # all or nothing: the model is exactly as before
+        raise
+    counts = plan.counts()
+    return {p: counts[p] for p in modules if p in counts}   # in the order of `modules`
+
+def component_name(prefix:str, module:torch.nn.Module) -> str:
+    "`lora_unet` → 'UNet' (or 'transformer'), `lora_te` → 'text encoder', `lora_te2` → 'text encoder 2'."
+    if prefix.startswith("lora_te"): return "text encoder" + (f" {prefix[7:]}" if prefix[7:] else "")
+    return "UNet" if "UNet" in type(module).__name__ else "transformer" if "Transformer" in type(module).__name__ else type(module).__name__
