@@ -15,8 +15,9 @@ min_python = cfg['min_python']
 
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
-# extras: `[dev]` for tests and nbdev, `[modelscope]` for the ModelScope mirror, `[deepspeed]` for ZeRO (CUDA only)
-extras = {'dev': dev_requirements, 'modelscope': ['modelscope'], 'deepspeed': ['deepspeed']}
+# extras: `[dev]` for tests and nbdev, `[notebook]` to open and run the notebooks in JupyterLab,
+# `[modelscope]` for the ModelScope mirror, `[deepspeed]` for ZeRO (CUDA only)
+extras = {'dev': dev_requirements, 'notebook': ['jupyterlab>=4', 'ipywidgets>=8'], 'modelscope': ['modelscope'], 'deepspeed': ['deepspeed']}
 console_scripts = cfg.get('console_scripts', '').split()
 
 setuptools.setup(

@@ -4,27 +4,35 @@
 
 # %% ../nbs/07_cli.ipynb #7648b4ee
 from __future__ import annotations
-import argparse, sys, typing
+import argparse, io, sys, typing
 from dataclasses import fields, MISSING
 from pathlib import Path
 import torch
 from fastcore.docments import docments
-from .core import FAMILIES, PRECISIONS
+from . import __version__
+from .core import FAMILIES, PRECISIONS, quiet_third_party
 from .trainer import TrainConfig, train_lora, TRAINING_STRATEGIES
 
 # %% auto #0
-__all__ = ['add_config_flags', 'cmd_train', 'cmd_generate', 'cmd_tiny', 'cmd_demo', 'make_parser', 'quiet_libraries', 'main']
+__all__ = ['REQUIRED_FLAGS', 'add_config_flags', 'cmd_train', 'image_format', 'cmd_generate', 'cmd_tiny', 'cmd_demo',
+           'make_parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #b682df18
-def add_config_flags(parser:argparse.ArgumentParser, cls=TrainConfig):
+REQUIRED_FLAGS = ("pretrained_path", "dataset_path")
+
+def add_config_flags(parser:argparse.ArgumentParser, cls=TrainConfig,
+                     required:tuple=REQUIRED_FLAGS): # fields the command line must give
     "Add one `--flag` per dataclass field of `cls`, typed and documented from the class."
     helps, hints = docments(cls), typing.get_type_hints(cls)
+    needed = parser.add_argument_group("required arguments") if required else parser
     choices = {"precision": PRECISIONS + ("bf16",), "training_strategy": TRAINING_STRATEGIES, "init_lora_weights": ("kaiming", "gaussian")}
     for f in fields(cls):
         typ = hints[f.name]
         typ = next((a for a in typing.get_args(typ) if a is not type(None)), typ)
         if typ is bool:
             parser.add_argument(f"--{f.name}", action="store_true", default=f.default, help=helps.get(f.name))
+        elif f.name in required:
+            needed.add_argument(f"--{f.name}", type=typ, required=True, help=helps.get(f.name))
         else:
             parser.add_argument(f"--{f.name}", type=typ, default=f.default, choices=choices.get(f.name),
                                 help=helps.get(f.name) + ("" if f.default is None else f" (default: {f.default})"))
@@ -39,6 +47,18 @@ def cmd_train(args):
     cfg["devices"] = _devices(cfg["devices"])
     return train_lora(args.family, **cfg)
 
+def image_format(path:str|Path # the `--output` file
+                ) -> str:
+    "Pillow's format name for writing `path`, from its extension (none: PNG); `ValueError` naming `--output` if Pillow cannot write it."
+    from PIL import Image
+    Image.init()
+    ext = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(ext) if ext else "PNG"
+    try: Image.new("RGB", (8, 8)).save(io.BytesIO(), format=fmt)   # can this Pillow write an RGB image in it?
+    except (KeyError, ValueError, OSError, TypeError):
+        raise ValueError(f"--output {path}: Pillow cannot write {ext!r} images; use .png, .jpg, .webp, .bmp or .tif") from None
+    return fmt
+
 def cmd_generate(args):
     from diffsynth_nb.inference import ModelManager, generate
     from diffsynth_nb.core import atomic_path
@@ -47,17 +67,19 @@ def cmd_generate(args):
     if device.startswith("cuda") and not torch.cuda.is_available(): raise ValueError(f"--device {device}: no CUDA GPU here; use --device cpu")
     if device == "cpu" and args.torch_dtype == "16": raise ValueError("--torch_dtype 16 is for GPUs (fp16 is very slow on a CPU); use 32 or bf16")
     if args.lora_path and not Path(args.lora_path).is_file(): raise FileNotFoundError(f"--lora_path {args.lora_path}: no such file")
+    out = Path(args.output); fmt = image_format(out)   # before the model is loaded
     mm = ModelManager(torch_dtype=dtype, device=device, file_path_list=[args.pretrained_path])
     if args.lora_path: mm.load_lora(args.lora_path, lora_alpha=args.lora_alpha)
     image = generate(mm.model(args.family), args.prompt, args.negative_prompt, args.cfg_scale, args.num_inference_steps,
                      args.height, args.width, args.seed)
-    out = Path(args.output)
-    with atomic_path(out) as tmp: image.save(tmp, format=(out.suffix[1:] or "png").upper().replace("JPG", "JPEG"))
+    with atomic_path(out) as tmp: image.save(tmp, format=fmt)
     print(f"image saved to {out}")
     return out
 
 def cmd_tiny(args):
-    return FAMILIES[args.family].write_tiny(args.dir)   # prints where, and that the weights are random
+    path = FAMILIES[args.family].write_tiny(args.dir)   # says on stderr that the weights are random
+    print(path)   # stdout holds only the path: `ckpt=$(diffsynth-nb tiny sd15 models)`
+    return path
 
 def cmd_demo(args):
     from diffsynth_nb.demo import run_demo
@@ -67,12 +89,16 @@ def cmd_demo(args):
 def make_parser() -> argparse.ArgumentParser:
     import diffsynth_nb.sd15  # registers families
     p = argparse.ArgumentParser(prog="diffsynth-nb", description="Train and use LoRA adapters for text-to-image diffusion models.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     fams = sorted(FAMILIES)
-    t = sub.add_parser("train", help="train a LoRA (flags as the DiffSynth-Studio trainer)")
-    t.add_argument("family", choices=fams); add_config_flags(t); t.set_defaults(func=cmd_train)
+    fam_help = "model family: " + "; ".join(f"{n} = {(FAMILIES[n].__doc__ or n).splitlines()[0]}" for n in fams)
+    t = sub.add_parser("train", help="train a LoRA (flags as the DiffSynth-Studio trainer)",
+                       description="Train a LoRA. Writes OUTPUT_PATH/<family>_lora_epoch000.safetensors, ...epoch001... (0-based; "
+                                   "the progress bar shows epoch000 (1 of N)) and loss.csv; prints the final file's path.")
+    t.add_argument("family", choices=fams, help=fam_help); add_config_flags(t); t.set_defaults(func=cmd_train)
     g = sub.add_parser("generate", help="generate an image, optionally with a LoRA", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g.add_argument("family", choices=fams)
+    g.add_argument("family", choices=fams, help=fam_help)
     g.add_argument("--pretrained_path", required=True, help="release checkpoint of the base model")
     g.add_argument("--lora_path", help="LoRA .safetensors to merge")
     g.add_argument("--lora_alpha", type=float, default=1.0, help="LoRA strength; 1.0 = as trained (multiplies alpha/rank)")
@@ -83,10 +109,10 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
     g.add_argument("--torch_dtype", choices=("32", "16", "bf16"), default="32", help="weights dtype (16 needs a GPU)")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    g.add_argument("--output", default="image.png", help="image file to write")
+    g.add_argument("--output", default="image.png", help="image file to write; its extension sets the format (.png, .jpg, .webp, ...)")
     g.set_defaults(func=cmd_generate)
     y = sub.add_parser("tiny", help="write a tiny RANDOM model in the family's release layout (for tests and tutorials)")
-    y.add_argument("family", choices=fams); y.add_argument("dir", help="models folder to write into")
+    y.add_argument("family", choices=fams, help=fam_help); y.add_argument("dir", help="models folder to write into; the checkpoint's path is printed on stdout")
     y.set_defaults(func=cmd_tiny)
     d = sub.add_parser("demo", help="train a LoRA on a tiny random SD 1.5 on the CPU, then generate before/after images",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -96,21 +122,12 @@ def make_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
     return p
 
-def quiet_libraries():
-    "Silence third-party messages that say nothing to a user of the command (warnings that matter still show)."
-    import warnings
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-    dlog.set_verbosity_error(); tlog.set_verbosity_error(); dlog.disable_progress_bar()
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")   # frozen VAE/text encoder: intended
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
-
 def main(argv=None):
     "Entry point of the `diffsynth-nb` command."
     args = make_parser().parse_args(argv)
-    quiet_libraries()
     from diffsynth_nb.trainer import NonFiniteLossError, TrainingInterrupted
-    try: args.func(args)
+    try:
+        with quiet_third_party(getattr(args, "verbose", False)): args.func(args)   # --verbose (train) shows third-party notices
     except TrainingInterrupted as e:
         print(f"diffsynth-nb {args.command}: {e}", file=sys.stderr); sys.exit(143)   # 128 + SIGTERM, as shells report it
     except (ValueError, FileNotFoundError, IsADirectoryError, NonFiniteLossError) as e:

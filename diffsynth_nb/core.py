@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'weight_dtype', 'atomic_path', 'save_safetensors',
-           'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'sample_data',
-           'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'detect_family', 'download_models']
+__all__ = ['PRECISIONS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'LIGHTNING_LOGGERS', 'QUIET_WARNINGS', 'weight_dtype',
+           'atomic_path', 'save_safetensors', 'read_safetensors_metadata', 'safetensors_header',
+           'UnsafeCheckpointError', 'safe_torch_load', 'sample_data', 'load_families', 'register_family', 'get_family',
+           'DiffusionFamily', 'detect_family', 'download_models', 'quiet_third_party', 'epoch_label', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 PRECISIONS = ("32", "16", "16-mixed", "bf16-mixed")
@@ -210,3 +211,49 @@ def download_models(presets:list[str], # names in `MODEL_PRESETS`, e.g. `["Stabl
         for repo_id, filename, folder in MODEL_PRESETS[preset]:
             paths.append(Path(downloader(repo_id, filename, str(Path(root)/folder))))
     return paths
+
+# %% ../nbs/00_core.ipynb #5c245e27
+import logging, warnings
+
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")   # their INFO lines: devices, tips, "`Trainer.fit` stopped"
+QUIET_WARNINGS = [   # (category, message regex, module regex) ignored by `quiet_third_party`
+    (DeprecationWarning, "", r"(?!diffsynth_nb\b)"),   # third-party only (the module a warning is attributed to)
+    (FutureWarning, "", r"(?!diffsynth_nb\b)"),
+    (Warning, r".*module\(s\) in eval mode", ""),   # Lightning: the frozen VAE and text encoder are in eval mode on purpose
+]
+
+@contextlib.contextmanager
+def quiet_third_party(verbose:bool=False # True: change nothing, every message shows
+                     ):
+    "Within the block: Lightning loggers at WARNING, `QUIET_WARNINGS` ignored; levels and `warnings.filters` restored on exit."
+    if verbose:
+        yield; return
+    loggers = [logging.getLogger(n) for n in LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for category, message, module in QUIET_WARNINGS: warnings.filterwarnings("ignore", message, category, module)
+        for lg in loggers: lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+        try: yield
+        finally:
+            for lg, level in zip(loggers, levels): lg.setLevel(level)
+
+# %% ../nbs/00_core.ipynb #07f77001
+def epoch_label(epoch:int, # 0-based, as `trainer.current_epoch` and the LoRA file names
+                max_epochs:int|None) -> str:
+    "Progress-bar description of an epoch: `epoch000 (1 of 2)` = file `*_lora_epoch000`, `ss_epoch` 1 of `--max_epochs` 2."
+    return f"epoch{epoch:03d} ({epoch + 1} of {max_epochs})" if max_epochs and max_epochs > 0 else f"epoch{epoch:03d}"
+
+def progress_bar(rich:bool|None=None # None: rich when installed, else tqdm (Lightning's own choice)
+                ):
+    "Lightning's progress bar, its training description replaced by `epoch_label` (imports Lightning when called)."
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+    class EpochRichBar(RichProgressBar):
+        def _get_train_description(self, current_epoch): return epoch_label(current_epoch, self.trainer.max_epochs)
+    class EpochTQDMBar(TQDMProgressBar):
+        def on_train_epoch_start(self, trainer, *args):
+            super().on_train_epoch_start(trainer, *args)
+            self.train_progress_bar.set_description(epoch_label(trainer.current_epoch, trainer.max_epochs))
+    if not (_RICH_AVAILABLE if rich is None else rich): return EpochTQDMBar()
+    import sys   # rich draws 80 columns when stdout is not a terminal (a log file, a notebook): too few for the bar and the loss
+    return EpochRichBar(console_kwargs=None if sys.stdout.isatty() else {"width": 100})

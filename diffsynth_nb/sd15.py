@@ -60,7 +60,8 @@ def write_tiny_sd15(root:str|Path, # the `models` folder
     ckpt.update(betas=scaled_linear_betas(0.00085, 0.012, 1000), alphas_cumprod=ac, alphas_cumprod_prev=torch.cat([torch.ones(1), ac[:-1]]))
     path = save_safetensors({k: v.clone() for k, v in ckpt.items()}, folder/CHECKPOINT_NAME, {"format": "pt", **TINY_METADATA})
     write_tiny_clip_tokenizer(folder/"tokenizer")
-    print(f"tiny RANDOM SD 1.5 written to {path} — random weights: for tests and tutorials, it draws noise, not pictures")
+    import sys   # the notice goes to stderr: stdout stays free for the path (`ckpt=$(diffsynth-nb tiny sd15 models)`)
+    print(f"tiny RANDOM SD 1.5 written to {path} — random weights: for tests and tutorials, it draws noise, not pictures", file=sys.stderr)
     return path
 
 # %% ../nbs/04_sd15.ipynb #93b5d1ec

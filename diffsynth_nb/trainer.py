@@ -59,6 +59,7 @@ class TrainConfig:
     devices: str = "auto"                  # new: devices per node, as Lightning's `devices`
     num_nodes: int = 1                     # new: machines, as Lightning's `num_nodes`
     accelerator: str = "auto"              # new: auto, cpu or gpu
+    verbose: bool = False                  # new: also show third-party notices (Lightning's device lines and tips, deprecation warnings)
 
 TRAINING_STRATEGIES = ("auto", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3")
 INIT_LORA_WEIGHTS = {"kaiming": True, "gaussian": "gaussian"}
@@ -325,16 +326,18 @@ def train_lora(family:str="sd15", # model family: sd15 (sdxl, kolors, sd3, hunyu
     fam = family_cls.from_pretrained(cfg.pretrained_path, torch_dtype=weight_dtype(cfg.precision))
     module = LoRATrainer(fam, cfg, dataset)
     export = ExportLoRA()
-    trainer = L.Trainer(max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-                        precision={"16": "16-mixed"}.get(cfg.precision, cfg.precision), strategy=make_strategy(cfg),
-                        default_root_dir=cfg.output_path, accumulate_grad_batches=cfg.accumulate_grad_batches,
-                        callbacks=[LossHistory(), export, TrainingState(cfg.save_state_every_n_steps, cfg.keep_last_states), *callbacks],
-                        plugins=[AtomicCheckpointIO()], logger=False, enable_checkpointing=False,
-                        use_distributed_sampler=False, enable_model_summary=False)
-    try: trainer.fit(module, ckpt_path=ckpt_path)
-    except SIGTERMException:   # Lightning turns SIGTERM into a SystemExit with status 0; a stopped run is not a success
-        raise TrainingInterrupted(f"training was stopped by SIGTERM at optimizer step {trainer.global_step}; run the same command "
-                                  f"with --resume to continue from the last state in {Path(cfg.output_path)/'states'}") from None
+    from diffsynth_nb.core import quiet_third_party, progress_bar
+    with quiet_third_party(cfg.verbose):   # Lightning's device lines and tips, third-party warnings: shown with --verbose
+        trainer = L.Trainer(max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+                            precision={"16": "16-mixed"}.get(cfg.precision, cfg.precision), strategy=make_strategy(cfg),
+                            default_root_dir=cfg.output_path, accumulate_grad_batches=cfg.accumulate_grad_batches,
+                            callbacks=[LossHistory(), export, TrainingState(cfg.save_state_every_n_steps, cfg.keep_last_states), progress_bar(), *callbacks],
+                            plugins=[AtomicCheckpointIO()], logger=False, enable_checkpointing=False,
+                            use_distributed_sampler=False, enable_model_summary=False)
+        try: trainer.fit(module, ckpt_path=ckpt_path)
+        except SIGTERMException:   # Lightning turns SIGTERM into a SystemExit with status 0; a stopped run is not a success
+            raise TrainingInterrupted(f"training was stopped by SIGTERM at optimizer step {trainer.global_step}; run the same command "
+                                      f"with --resume to continue from the last state in {Path(cfg.output_path)/'states'}") from None
     if cfg.modelscope_model_id: warnings.warn("--modelscope_model_id: upload to ModelScope is not implemented yet; the LoRA stays local")
     if export.paths: print(f"LoRA saved to {export.paths[-1]}"); return export.paths[-1]
     final = next(iter(sorted(Path(cfg.output_path).glob(f"{family}_lora_epoch*.safetensors"))[-1:]), None)
