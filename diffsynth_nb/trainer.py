@@ -18,11 +18,12 @@ from .lora import add_lora, save_lora
 import diffsynth_nb.sd15  # registers the "sd15" family
 
 # %% auto #0
-__all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'LOCK_NAME', 'SECRET_FLAGS', 'RESUME_MUST_MATCH', 'TrainConfig',
-           'check_config', 'check_output_path', 'OutputPathBusy', 'launched_rank', 'output_lock', 'NonFiniteLossError',
-           'interrupted_lora_path', 'LoRATrainer', 'public_config', 'gathered_lora', 'ExportLoRA', 'LossHistory',
-           'AtomicCheckpointIO', 'DamagedStateError', 'load_state', 'is_deepspeed_state', 'check_state', 'state_paths',
-           'latest_good_state', 'TrainingState', 'make_strategy', 'train_lora', 'kept_files', 'TrainingInterrupted']
+__all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'LOCK_NAME', 'SECRET_FLAGS', 'RESUME_MUST_MATCH', 'FIT_LOOP_KEYS',
+           'TrainConfig', 'check_config', 'check_output_path', 'OutputPathBusy', 'launched_rank', 'output_lock',
+           'NonFiniteLossError', 'interrupted_lora_path', 'LoRATrainer', 'public_config', 'gathered_lora', 'ExportLoRA',
+           'LossHistory', 'AtomicCheckpointIO', 'DamagedStateError', 'load_state', 'is_deepspeed_state', 'check_state',
+           'state_paths', 'latest_good_state', 'TrainingState', 'make_strategy', 'train_lora', 'kept_files',
+           'TrainingInterrupted']
 
 # %% ../nbs/05_trainer.ipynb #b771359c
 @dataclass
@@ -228,8 +229,8 @@ class LoRATrainer(L.LightningModule):
     def fingerprint(self): return dataset_fingerprint(self.dataset.rows) if self.dataset is not None else None
 
     def on_load_checkpoint(self, checkpoint):
-        self.check_settings(checkpoint.get("diffsynth_nb", {}))
         info = checkpoint.get("diffsynth_nb", {})
+        self.check_settings(info)
         if info.get("processes") != self.trainer.world_size:
             raise ValueError(f"the saved state was trained with {info.get('processes')} process(es), this run has {self.trainer.world_size}; "
                              f"resume with the same --devices and --num_nodes")
@@ -260,7 +261,7 @@ class LoRATrainer(L.LightningModule):
                                     f"state, {want.get(k, 'absent')} in the model)")
         for opt in state["optimizer_states"]:
             ids = [i for g in opt["param_groups"] for i in g.get("params", [])]
-            if sorted(ids) != list(range(len(params))):
+            if not all(isinstance(i, int) for i in ids) or sorted(ids) != list(range(len(params))):
                 raise DamagedStateError(f"{path} is damaged: its optimizer state is for {len(ids)} tensors, the LoRA has {len(params)}")
             for i, moments in opt["state"].items():
                 shapes = {tuple(v.shape) for v in moments.values() if torch.is_tensor(v) and v.ndim} if isinstance(moments, dict) else {None}
@@ -341,11 +342,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class DamagedStateError(ValueError):
     "A training state file that is incomplete, corrupted, or holds the wrong structure."
 
+FIT_LOOP_KEYS = ("state_dict", "epoch_loop.state_dict", "epoch_progress", "epoch_loop.batch_progress",
+                 "epoch_loop.automatic_optimization.optim_progress")   # what Lightning's restore of the fit loop reads
+
+def _counters(x) -> bool:
+    "Whether `x` is a (nested) dict of Lightning's progress counters: ints and bools only."
+    return isinstance(x, dict) and all(_counters(v) if isinstance(v, dict) else isinstance(v, int) for v in x.values())
+
 def _is_state(state) -> bool:
     "Whether `state` has the structure of a Lightning checkpoint written by `train_lora` (types only, not values)."
     d = lambda x: isinstance(x, dict)
-    return (d(state) and d(state.get("diffsynth_nb")) and d(state["diffsynth_nb"].get("config")) and d(state.get("loops"))
-            and d(state["loops"].get("fit_loop")) and isinstance(state.get("global_step"), int) and isinstance(state.get("epoch"), int)
+    fit = state.get("loops", {}).get("fit_loop") if d(state) and d(state.get("loops")) else None
+    rows = state.get("callbacks", {}).get("LossHistory", {}).get("rows") if d(state) and d(state.get("callbacks")) and d(state["callbacks"].get("LossHistory")) else None
+    return (d(state) and d(state.get("diffsynth_nb")) and d(state["diffsynth_nb"].get("config")) and d(fit)
+            and all(k in fit for k in FIT_LOOP_KEYS) and d(fit["state_dict"]) and d(fit["epoch_loop.state_dict"])
+            and all(_counters(v) for k, v in fit.items() if k.endswith("progress"))
+            and isinstance(rows, list) and all(isinstance(r, (list, tuple)) and len(r) == 3 for r in rows)
+            and isinstance(state.get("global_step"), int) and isinstance(state.get("epoch"), int)
             and d(state.get("state_dict")) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in state["state_dict"].items())
             and isinstance(state.get("optimizer_states"), list) and len(state["optimizer_states"]) > 0
             and all(d(o) and d(o.get("state")) and isinstance(o.get("param_groups"), list) and all(map(d, o["param_groups"]))
