@@ -87,7 +87,8 @@ def cmd_demo(args):
 
 # %% ../nbs/07_cli.ipynb #a6e050c9
 def make_parser() -> argparse.ArgumentParser:
-    import diffsynth_nb.sd15  # registers families
+    from diffsynth_nb.core import load_families
+    load_families()
     p = argparse.ArgumentParser(prog="diffsynth-nb", description="Train and use LoRA adapters for text-to-image diffusion models.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)

@@ -4,15 +4,16 @@
 
 # %% ../nbs/00_core.ipynb #59d919ea
 from __future__ import annotations
-import os, tempfile, contextlib, json
+import os, errno, shutil, tempfile, contextlib, json
 from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'LIGHTNING_LOGGERS', 'QUIET_WARNINGS', 'weight_dtype',
-           'atomic_path', 'save_safetensors', 'read_safetensors_metadata', 'safetensors_header',
-           'UnsafeCheckpointError', 'safe_torch_load', 'sample_data', 'load_families', 'register_family', 'get_family',
-           'DiffusionFamily', 'detect_family', 'download_models', 'quiet_third_party', 'epoch_label', 'progress_bar']
+__all__ = ['PRECISIONS', 'DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'LIGHTNING_LOGGERS', 'QUIET_WARNINGS',
+           'weight_dtype', 'DiskFullError', 'human_size', 'atomic_path', 'save_safetensors',
+           'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'sample_data',
+           'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'detect_family', 'download_models',
+           'quiet_third_party', 'epoch_label', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 PRECISIONS = ("32", "16", "16-mixed", "bf16-mixed")
@@ -26,31 +27,55 @@ def weight_dtype(precision:str # one of `PRECISIONS`, as given to `--precision`
     return {"32": torch.float32, "16": torch.float16, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}[precision]
 
 # %% ../nbs/00_core.ipynb #b8118ff0
-def _fsync(path):
-    "Flush a file's (or a folder's) data to disk."
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)   # no space left; disk quota exceeded
+
+class DiskFullError(OSError, ValueError):
+    "No space left on the disk while writing `path`, which needed about `needed` bytes (a `ValueError`: the CLI prints one line)."
+    def __init__(self, msg:str, path=None, needed:int|None=None):
+        super().__init__(errno.ENOSPC, msg)
+        self.msg, self.path, self.needed = msg, path, needed
+    def __str__(self): return self.msg
+
+def human_size(n:int|None) -> str:
+    "`n` bytes as a short text: 512 B, 3.2 MB, 1.5 GB (powers of 1000, as `df -H`)."
+    if n is None: return "an unknown amount"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB": return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+def _fsync(path, folder=False):
+    "Flush a file's (or a folder's) data to disk; a file's full-disk error is raised, a folder's errors are ignored."
     try:
         fd = os.open(path, os.O_RDONLY)
         try: os.fsync(fd)
         finally: os.close(fd)
-    except OSError: pass   # some file systems cannot fsync folders
+    except OSError as e:   # some file systems cannot fsync folders; a file whose last blocks found no space is not complete
+        if not folder and e.errno in DISK_FULL_ERRNOS: raise
 
 @contextlib.contextmanager
-def atomic_path(path:str|Path # final file name
+def atomic_path(path:str|Path, # final file name
+                needed:int|None=None # bytes about to be written, for the message when the disk is full
                ):
-    "Yield a temporary path beside `path`; on success rename it to `path`, on error delete it."
+    "Yield a temporary path beside `path`; on success rename it to `path`, on error delete it (a full disk: `DiskFullError`)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         yield Path(tmp)
         umask = os.umask(0); os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600 files; give the usual permissions
         _fsync(tmp)                     # the bytes are on disk before the name points at them (power loss)
         os.replace(tmp, path)
-        _fsync(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.remove(tmp)
+        _fsync(path.parent, folder=True)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError): os.remove(tmp)
+        if isinstance(e, OSError) and not isinstance(e, DiskFullError) and e.errno in DISK_FULL_ERRNOS:
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFullError(f"the disk is full: writing {path} needs about {human_size(needed)} and {human_size(free)} "
+                                f"is free there ({os.strerror(e.errno)})", path, needed) from None
         raise
 
 # %% ../nbs/00_core.ipynb #d9b6c5cf
@@ -58,11 +83,11 @@ def save_safetensors(tensors:dict[str, torch.Tensor], # name -> tensor
                      path:str|Path, # destination `.safetensors` file
                      metadata:dict|None=None # string metadata stored in the header (non-strings are JSON-encoded)
                     ) -> Path:
-    "Write `tensors` to `path` atomically, with `metadata` in the safetensors header."
-    from safetensors.torch import save_file
+    "Write `tensors` to `path` atomically, with `metadata` in the safetensors header; a full disk raises `DiskFullError`."
+    from safetensors.torch import save
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=meta)   # in memory: written by Python,
+    with atomic_path(path, needed=len(data)) as tmp: tmp.write_bytes(data)                      # a full disk is an OSError
     return Path(path)
 
 def read_safetensors_metadata(path:str|Path # a `.safetensors` file

@@ -8,10 +8,10 @@ import warnings
 from pathlib import Path
 import torch
 from PIL import Image
-from .core import get_family, detect_family, read_safetensors_metadata
+from .core import get_family, detect_family, read_safetensors_metadata, load_families
 from .data import to_pil
 from .lora import merge_lora
-import diffsynth_nb.sd15  # registers the "sd15" family
+load_families()   # registers every family (sd15, sdxl, ...)
 
 # %% auto #0
 __all__ = ['generate', 'ModelManager', 'SDImagePipeline']

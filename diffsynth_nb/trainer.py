@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_trainer.ipynb #c5c9b1cc
 from __future__ import annotations
-import contextlib, csv, json, math, os, shutil, warnings
+import contextlib, csv, datetime, io, json, math, os, shutil, socket, sys, tempfile, time, warnings, zipfile
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import torch
@@ -12,16 +12,20 @@ import torch.nn.functional as F
 import lightning as L
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from .core import get_family, weight_dtype, atomic_path, safe_torch_load, PRECISIONS
-from .data import TextImageDataset, make_dataloader, mix_seed, dataset_fingerprint
+from lightning.pytorch.callbacks import ProgressBar
+from .core import get_family, weight_dtype, atomic_path, safe_torch_load, PRECISIONS, DiskFullError, quiet_third_party, progress_bar
+from .data import TextImageDataset, make_dataloader, mix_seed, dataset_fingerprint, warn_long_captions
 from .lora import add_lora, save_lora
-import diffsynth_nb.sd15  # registers the "sd15" family
+from .core import load_families
+load_families()   # registers the families and their presets
 
 # %% auto #0
-__all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'SECRET_FLAGS', 'RESUME_MUST_MATCH', 'TrainConfig', 'check_config',
+__all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'LOCK_NAME', 'SECRET_FLAGS', 'RESUME_MUST_MATCH', 'FIT_LOOP_KEYS',
+           'TrainConfig', 'check_config', 'check_output_path', 'OutputPathBusy', 'launched_rank', 'output_lock',
            'NonFiniteLossError', 'interrupted_lora_path', 'LoRATrainer', 'public_config', 'gathered_lora', 'ExportLoRA',
-           'LossHistory', 'AtomicCheckpointIO', 'load_state', 'state_paths', 'latest_good_state', 'TrainingState',
-           'make_strategy', 'train_lora', 'TrainingInterrupted']
+           'LossHistory', 'AtomicCheckpointIO', 'DamagedStateError', 'load_state', 'is_deepspeed_state', 'check_state',
+           'state_paths', 'latest_good_state', 'TrainingState', 'make_strategy', 'train_lora', 'kept_files',
+           'TrainingInterrupted']
 
 # %% ../nbs/05_trainer.ipynb #b771359c
 @dataclass
@@ -98,6 +102,59 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     if not Path(cfg.pretrained_path).exists():
         raise FileNotFoundError(f"--pretrained_path {cfg.pretrained_path}: no such file")
     return cfg
+
+# %% ../nbs/05_trainer.ipynb #0d640aef
+def check_output_path(output_path:str|Path # the --output_path folder (created if missing)
+                     ) -> Path:
+    "Create `output_path` if needed and check that a file can be written in it; `ValueError` naming `--output_path` otherwise."
+    path = Path(output_path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output_path {path} is a file, not a folder; choose a folder for the LoRA files (it is created if missing)")
+    above = next((p for p in path.parents if p.exists()), None)
+    if not path.exists() and above is not None and not above.is_dir():
+        raise ValueError(f"--output_path {path}: {above} is a file, so no folder can be made under it; choose another --output_path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write_test.", suffix=".tmp")
+        os.close(fd); os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"--output_path {path} cannot be written to ({os.strerror(e.errno) if e.errno else e}); "
+                         f"choose a folder you can write to, or fix its permissions or mount") from None
+    return path
+
+# %% ../nbs/05_trainer.ipynb #af6c336f
+LOCK_NAME = ".diffsynth_nb.lock"
+
+class OutputPathBusy(ValueError):
+    "Another training run holds the lock on the same `--output_path`."
+
+def launched_rank() -> int:
+    "The global rank this process was started with by a launcher (Lightning, torchrun, SLURM); 0 for the launching process."
+    ranks = [os.environ.get(v, "") for v in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")]
+    return max((int(r) for r in ranks if r.strip().isdigit()), default=0)
+
+@contextlib.contextmanager
+def output_lock(output_path:str|Path # the --output_path folder
+               ):
+    "Hold the lock on `output_path` while training; `OutputPathBusy` naming the PID and start time of the run holding it."
+    if launched_rank() != 0: yield; return   # a process of a run whose launching process holds the lock
+    from filelock import FileLock, Timeout
+    path = Path(output_path)/LOCK_NAME
+    holder = {"pid": os.getpid(), "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "host": socket.gethostname(), "command": " ".join(sys.argv)}
+    def stamp(fd): os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(holder).encode(), 0)
+    lock = FileLock(path, timeout=0, on_acquired=stamp)
+    try: lock.acquire()
+    except Timeout:
+        other = {}
+        for _ in range(20):   # the holder writes its details just after it locks
+            with contextlib.suppress(OSError, ValueError): other = json.loads(path.read_text()); break
+            time.sleep(0.05)
+        raise OutputPathBusy(f"--output_path {output_path} is in use by another training run (PID {other.get('pid', '?')}, "
+                             f"started {other.get('started', '?')} on {other.get('host', '?')}: {other.get('command', '?')}); "
+                             f"wait for it to finish or stop it, or choose another --output_path") from None
+    try: yield
+    finally: lock.release()
 
 # %% ../nbs/05_trainer.ipynb #4641c927
 class NonFiniteLossError(RuntimeError):
@@ -176,21 +233,43 @@ class LoRATrainer(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint):
         info = checkpoint.get("diffsynth_nb", {})
+        self.check_settings(info)
+        if info.get("processes") != self.trainer.world_size:
+            raise ValueError(f"the saved state was trained with {info.get('processes')} process(es), this run has {self.trainer.world_size}; "
+                             f"resume with the same --devices and --num_nodes")
+        sd = checkpoint.get("state_dict")   # DeepSpeed keeps the weights in its own files instead
+        missing = {n for n, p in self.named_parameters() if p.requires_grad} - set(sd) if sd is not None else set()
+        if missing: raise ValueError(f"the saved state lacks LoRA weights such as {sorted(missing)[:2]}; was it written by another run?")
+
+    def check_settings(self, info:dict):
+        "`ValueError` naming the flag when a saved state's settings or dataset differ from this run's."
         saved = info.get("config", {})
         for flag in RESUME_MUST_MATCH:
             old, new = saved.get(flag), json.loads(json.dumps(getattr(self.cfg, flag), default=str))
             if old != new:
                 raise ValueError(f"--{flag} {new} differs from the saved state's {old}; resume with the same value, "
                                  f"or start a new run in another --output_path")
-        if info.get("processes") != self.trainer.world_size:
-            raise ValueError(f"the saved state was trained with {info.get('processes')} process(es), this run has {self.trainer.world_size}; "
-                             f"resume with the same --devices and --num_nodes")
         if info.get("dataset") != self.fingerprint():
             raise ValueError(f"--dataset_path {self.cfg.dataset_path}: the images or captions changed since the saved state; "
                              f"resume with the same data, or start a new run in another --output_path")
-        sd = checkpoint.get("state_dict")   # DeepSpeed keeps the weights in its own files instead
-        missing = {n for n, p in self.named_parameters() if p.requires_grad} - set(sd) if sd is not None else set()
-        if missing: raise ValueError(f"the saved state lacks LoRA weights such as {sorted(missing)[:2]}; was it written by another run?")
+
+    def check_state(self, state:dict, path):
+        "Check a loaded state against this model: other settings `ValueError`; LoRA or optimizer tensors that do not fit: `DamagedStateError`."
+        self.check_settings(state["diffsynth_nb"])
+        params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        want, got = {n: tuple(p.shape) for n, p in params}, {k: tuple(v.shape) for k, v in state["state_dict"].items()}
+        if got != want:
+            k = next(iter(sorted(set(want) ^ set(got)) or [k for k in want if want[k] != got[k]]))
+            raise DamagedStateError(f"{path} is damaged: its LoRA weights do not fit this model ({k}: {got.get(k, 'missing')} in the "
+                                    f"state, {want.get(k, 'absent')} in the model)")
+        for opt in state["optimizer_states"]:
+            ids = [i for g in opt["param_groups"] for i in g.get("params", [])]
+            if not all(isinstance(i, int) for i in ids) or sorted(ids) != list(range(len(params))):
+                raise DamagedStateError(f"{path} is damaged: its optimizer state is for {len(ids)} tensors, the LoRA has {len(params)}")
+            for i, moments in opt["state"].items():
+                shapes = {tuple(v.shape) for v in moments.values() if torch.is_tensor(v) and v.ndim} if isinstance(moments, dict) else {None}
+                if not (isinstance(i, int) and 0 <= i < len(params)) or shapes - {want[params[i][0]]}:
+                    raise DamagedStateError(f"{path} is damaged: its optimizer moments do not fit the LoRA weights")
 
 SECRET_FLAGS = ("modelscope_access_token",)
 
@@ -233,7 +312,10 @@ class ExportLoRA(L.Callback):
         if not all(torch.isfinite(p).all() for n, p in fam.denoiser.named_parameters() if p.requires_grad):
             print("the LoRA weights are not finite; not saving them (the epoch files written before are kept)"); return
         path = interrupted_lora_path(pl_module.cfg, fam.name, trainer.global_step)
-        save_lora(fam.denoiser, path, pl_module.cfg.lora_rank, pl_module.cfg.lora_alpha, fam.lora_prefix, self.metadata(trainer, pl_module))
+        try: save_lora(fam.denoiser, path, pl_module.cfg.lora_rank, pl_module.cfg.lora_alpha, fam.lora_prefix, self.metadata(trainer, pl_module))
+        except OSError as e:   # e.g. the full disk that stopped the run: say so, but never hide the error that stopped it
+            if not isinstance(exception, DiskFullError): print(f"training stopped ({type(exception).__name__}); the LoRA so far could not be saved: {e}")
+            return
         print(f"training stopped ({type(exception).__name__}); LoRA weights so far saved to {path}")
 
 class LossHistory(L.Callback):
@@ -246,38 +328,99 @@ class LossHistory(L.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint): self.on_train_epoch_end(trainer, pl_module)   # with every state
     def on_train_epoch_end(self, trainer, pl_module):
         if not trainer.is_global_zero: return
-        with atomic_path(Path(pl_module.cfg.output_path)/"loss.csv") as tmp:
-            with open(tmp, "w", newline="") as f: csv.writer(f).writerows([("batch", "epoch", "loss"), *self.rows])
+        text = io.StringIO(newline="")
+        csv.writer(text).writerows([("batch", "epoch", "loss"), *self.rows])
+        data = text.getvalue().encode()
+        with atomic_path(Path(pl_module.cfg.output_path)/"loss.csv", needed=len(data)) as tmp: tmp.write_bytes(data)
 
 # %% ../nbs/05_trainer.ipynb #8c8f46a3
 class AtomicCheckpointIO(TorchCheckpointIO):
     "Lightning checkpoint I/O that writes through a temporary file and reads with `weights_only=True`."
     def save_checkpoint(self, checkpoint, path, storage_options=None):
-        with atomic_path(path) as tmp: torch.save(checkpoint, tmp)
+        buf = io.BytesIO(); torch.save(checkpoint, buf)   # torch's own file writer turns a full disk into a vague RuntimeError
+        with atomic_path(path, needed=buf.getbuffer().nbytes) as tmp, open(tmp, "wb") as f: f.write(buf.getbuffer())
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         return load_state(path)
 
+class DamagedStateError(ValueError):
+    "A training state file that is incomplete, corrupted, or holds the wrong structure."
+
+FIT_LOOP_KEYS = ("state_dict", "epoch_loop.state_dict", "epoch_progress", "epoch_loop.batch_progress",
+                 "epoch_loop.automatic_optimization.optim_progress")   # what Lightning's restore of the fit loop reads
+
+def _counters(x) -> bool:
+    "Whether `x` is a (nested) dict of Lightning's progress counters: ints and bools only."
+    return isinstance(x, dict) and all(_counters(v) if isinstance(v, dict) else isinstance(v, int) for v in x.values())
+
+def _is_state(state) -> bool:
+    "Whether `state` has the structure of a Lightning checkpoint written by `train_lora` (types only, not values)."
+    d = lambda x: isinstance(x, dict)
+    fit = state.get("loops", {}).get("fit_loop") if d(state) and d(state.get("loops")) else None
+    rows = state.get("callbacks", {}).get("LossHistory", {}).get("rows") if d(state) and d(state.get("callbacks")) and d(state["callbacks"].get("LossHistory")) else None
+    return (d(state) and d(state.get("diffsynth_nb")) and d(state["diffsynth_nb"].get("config")) and d(fit)
+            and all(k in fit for k in FIT_LOOP_KEYS) and d(fit["state_dict"]) and d(fit["epoch_loop.state_dict"])
+            and all(_counters(v) for k, v in fit.items() if k.endswith("progress"))
+            and isinstance(rows, list) and all(isinstance(r, (list, tuple)) and len(r) == 3 for r in rows)
+            and isinstance(state.get("global_step"), int) and isinstance(state.get("epoch"), int)
+            and d(state.get("state_dict")) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in state["state_dict"].items())
+            and isinstance(state.get("optimizer_states"), list) and len(state["optimizer_states"]) > 0
+            and all(d(o) and d(o.get("state")) and isinstance(o.get("param_groups"), list) and all(map(d, o["param_groups"]))
+                    for o in state["optimizer_states"])
+            and d(state.get("callbacks")) and all(map(d, state["callbacks"].values())))
+
 def load_state(path:str|Path) -> dict:
-    "A training state written by `train_lora`, read with `weights_only=True`; `ValueError` naming the file otherwise."
+    "A training state written by `train_lora`, read with `weights_only=True`; `ValueError` naming the file otherwise (damaged: `DamagedStateError`)."
     path = Path(path)
     if path.is_dir(): raise IsADirectoryError(f"{path} is a folder; pass a state file such as {path}/step=00000100.ckpt "
                                               f"(state folders are DeepSpeed's, read only with --training_strategy deepspeed_*)")
-    state = safe_torch_load(path)
+    if path.is_file() and path.stat().st_size == 0: raise DamagedStateError(f"{path} is empty (0 bytes): a state that was never written")
+    if zipfile.is_zipfile(path):   # a state is a zip whose every part has a CRC-32: any changed byte of data is found here
+        try:
+            with zipfile.ZipFile(path) as z: bad = z.testzip()
+        except Exception as e: bad = f"{type(e).__name__}: {e}"
+        if bad: raise DamagedStateError(f"{path} is damaged (its part {bad} fails its checksum); it cannot be resumed from")
+    try: state = safe_torch_load(path)
+    except FileNotFoundError: raise
+    except ValueError as e: raise DamagedStateError(str(e)) from None   # names the file
+    except Exception as e: raise DamagedStateError(f"{path} cannot be read ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(state, dict) or "loops" not in state or "diffsynth_nb" not in state:
-        raise ValueError(f"{path} is not a training state written by diffsynth_nb (those are <output_path>/states/step=*.ckpt)")
+        raise DamagedStateError(f"{path} is not a training state written by diffsynth_nb (those are <output_path>/states/step=*.ckpt)")
+    if not _is_state(state): raise DamagedStateError(f"{path} is damaged: it lacks parts of a training state or holds the wrong types")
+    return state
+
+def is_deepspeed_state(path:str|Path) -> bool:
+    "Whether `path` is a DeepSpeed checkpoint folder (a `latest` file and `<tag>/*model_states.pt`)."
+    path = Path(path)
+    return path.is_dir() and (path/"latest").is_file() and any(path.glob("*/*model_states.pt"))
+
+def check_state(path:str|Path, module=None) -> dict|None:
+    "Load and check the state at `path` (against `module`'s LoRA and settings when given); `ValueError` naming `path` if unusable."
+    path = Path(path)
+    deepspeed = module is not None and module.cfg.training_strategy.startswith("deepspeed")
+    if path.is_dir():
+        if not is_deepspeed_state(path):
+            raise DamagedStateError(f"{path} is a folder but not a DeepSpeed state folder (no 'latest' file and <tag>/*model_states.pt); "
+                                    f"states of this trainer are files such as {path.parent}/step=00000100.ckpt")
+        if module is not None and not deepspeed:
+            raise ValueError(f"{path} is a DeepSpeed state folder: resume it with the --training_strategy it was written with")
+        return None
+    if deepspeed: raise ValueError(f"{path} is a state file; with --training_strategy {module.cfg.training_strategy} states are DeepSpeed folders")
+    state = load_state(path)
+    if module is not None: module.check_state(state, path)
     return state
 
 def state_paths(output_path:str|Path) -> list[Path]:
     "Saved training states in `output_path/states`, oldest first."
     return sorted((Path(output_path)/"states").glob("step=*.ckpt"))
 
-def latest_good_state(output_path:str|Path) -> Path|None:
-    "The newest state in `output_path/states` that loads (older ones are tried if it does not); removes stale temporary files."
+def latest_good_state(output_path:str|Path, # the run's --output_path
+                      module=None # the `LoRATrainer` to resume: states whose LoRA does not fit it are skipped
+                     ) -> Path|None:
+    "The newest usable state in `output_path/states` (older ones are tried, with a warning, if it is damaged); removes stale temporary files."
     for tmp in (Path(output_path)/"states").glob(".step=*.tmp"): tmp.unlink(missing_ok=True)   # from a kill during a write
     for path in reversed(state_paths(output_path)):
-        if path.is_dir(): return path   # a DeepSpeed state folder: DeepSpeed reads it itself
-        try: load_state(path); return path
-        except (ValueError, OSError) as e: warnings.warn(f"skipping unreadable state {path}: {e}")
+        try: check_state(path, module); return path
+        except (DamagedStateError, OSError) as e: warnings.warn(f"skipping unreadable state {path}: {e}")   # other settings: raised
     return None
 
 class TrainingState(L.Callback):
@@ -312,6 +455,11 @@ def train_lora(family:str="sd15", # model family: sd15 (sdxl, kolors, sd3, hunyu
     family_cls = get_family(family)
     cfg = TrainConfig(**{**(asdict(cfg) if cfg else {}), **kwargs})
     check_config(cfg, family_cls)
+    check_output_path(cfg.output_path)
+    with output_lock(cfg.output_path): return _train(family, family_cls, cfg, callbacks)
+
+def _train(family, family_cls, cfg, callbacks):
+    "The body of `train_lora`, run while holding the lock on `cfg.output_path`."
     if not (cfg.resume or cfg.resume_from) and state_paths(cfg.output_path):
         raise ValueError(f"--output_path {cfg.output_path} already holds training states of an earlier run ({Path(cfg.output_path)/'states'}); "
                          f"pass --resume to continue it, or choose another --output_path")
@@ -319,30 +467,42 @@ def train_lora(family:str="sd15", # model family: sd15 (sdxl, kolors, sd3, hunyu
     dataset = TextImageDataset(cfg.dataset_path, cfg.height, cfg.width, cfg.center_crop, cfg.random_flip, seed=cfg.seed,
                                skip_bad_images=cfg.skip_bad_images)
     ckpt_path = cfg.resume_from
-    if ckpt_path is not None and not Path(ckpt_path).is_dir(): load_state(ckpt_path)   # a clear error now, not deep inside Lightning
-    if cfg.resume and ckpt_path is None:
-        ckpt_path = latest_good_state(cfg.output_path)
-        print(f"resuming from {ckpt_path}" if ckpt_path else f"--resume: no saved state in {Path(cfg.output_path)/'states'}; starting from scratch")
+    if ckpt_path is not None: check_state(ckpt_path)   # a clear error now, before the model loads, not deep inside Lightning
     fam = family_cls.from_pretrained(cfg.pretrained_path, torch_dtype=weight_dtype(cfg.precision))
+    warn_long_captions(dataset.rows, fam.tokenizers())   # one warning per text encoder, not silent truncation
     module = LoRATrainer(fam, cfg, dataset)
+    if ckpt_path is not None: check_state(ckpt_path, module)   # its LoRA tensors fit this model
+    if cfg.resume and ckpt_path is None:
+        ckpt_path = latest_good_state(cfg.output_path, module)
+        print(f"resuming from {ckpt_path}" if ckpt_path else f"--resume: no usable state in {Path(cfg.output_path)/'states'}; starting from scratch")
     export = ExportLoRA()
-    from diffsynth_nb.core import quiet_third_party, progress_bar
+    bar = [] if any(isinstance(c, ProgressBar) for c in callbacks) else [progress_bar()]   # a caller's own bar wins
     with quiet_third_party(cfg.verbose):   # Lightning's device lines and tips, third-party warnings: shown with --verbose
         trainer = L.Trainer(max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
                             precision={"16": "16-mixed"}.get(cfg.precision, cfg.precision), strategy=make_strategy(cfg),
                             default_root_dir=cfg.output_path, accumulate_grad_batches=cfg.accumulate_grad_batches,
-                            callbacks=[LossHistory(), export, TrainingState(cfg.save_state_every_n_steps, cfg.keep_last_states), progress_bar(), *callbacks],
+                            callbacks=[LossHistory(), export, TrainingState(cfg.save_state_every_n_steps, cfg.keep_last_states), *bar, *callbacks],
                             plugins=[AtomicCheckpointIO()], logger=False, enable_checkpointing=False,
                             use_distributed_sampler=False, enable_model_summary=False)
         try: trainer.fit(module, ckpt_path=ckpt_path)
         except SIGTERMException:   # Lightning turns SIGTERM into a SystemExit with status 0; a stopped run is not a success
             raise TrainingInterrupted(f"training was stopped by SIGTERM at optimizer step {trainer.global_step}; run the same command "
                                       f"with --resume to continue from the last state in {Path(cfg.output_path)/'states'}") from None
+        except DiskFullError as e:
+            raise DiskFullError(f"{e}. Kept: {kept_files(cfg.output_path)}. Free some space (or choose another --output_path for new "
+                                f"runs), then run the same command with --resume", e.path, e.needed) from None
     if cfg.modelscope_model_id: warnings.warn("--modelscope_model_id: upload to ModelScope is not implemented yet; the LoRA stays local")
     if export.paths: print(f"LoRA saved to {export.paths[-1]}"); return export.paths[-1]
     final = next(iter(sorted(Path(cfg.output_path).glob(f"{family}_lora_epoch*.safetensors"))[-1:]), None)
     if final is not None: print(f"training had already finished; its final LoRA is {final}")
     return final
+
+def kept_files(output_path) -> str:
+    "The newest LoRA file(s) and training state in `output_path`, as a phrase for error messages."
+    out = Path(output_path)
+    loras = sorted(out.glob("*_lora_*.safetensors"), key=lambda p: p.stat().st_mtime)[-2:]
+    states = state_paths(out)[-1:]
+    return ", ".join(str(p) for p in loras + states) or "nothing yet (no LoRA file or state had been written)"
 
 class TrainingInterrupted(RuntimeError):
     "Training was stopped from outside (SIGTERM); the message says how to continue."

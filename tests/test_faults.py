@@ -1,0 +1,99 @@
+"""Nothing lost, through the `diffsynth-nb train` command: an unusable `--output_path` is refused before any model
+loads, a full disk (a real small tmpfs) ends with one line naming what was kept, and a second run into the folder
+of a running one is refused with the first's PID, while the lock of a run killed with SIGKILL blocks nobody."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+
+
+def train(root, out, *flags, wait=True):
+    "Run `diffsynth-nb train sd15` on the tiny model in `root` (a `tiny_root`), writing to `out`."
+    cmd = [sys.executable, "-c", "from diffsynth_nb.cli import main; main()", "train", "sd15",
+           "--pretrained_path", str(root / "models" / "stable_diffusion" / "v1-5-pruned-emaonly.safetensors"),
+           "--dataset_path", str(root / "data"), "--output_path", str(out), "--height", "32", "--width", "32",
+           "--precision", "32", "--accelerator", "cpu", "--devices", "1", "--lora_rank", "2", *flags]
+    if not wait: return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=root)
+
+
+def one_error_line(r):
+    "The single `diffsynth-nb train: error: ...` line a failed run printed (and no traceback)."
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith("diffsynth-nb train: error:")]
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    "Mount a tmpfs of a given size (and options) on a new folder; skip where this process may not mount (not root)."
+    mounted = []
+    def mount(name, size, readonly=False):
+        where = tmp_path / name
+        where.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}" + (",ro" if readonly else ""), "tmpfs", str(where)],
+                           capture_output=True, text=True)
+        if r.returncode != 0: pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounted.append(where)
+        return where
+    yield mount
+    for where in mounted: subprocess.run(["umount", str(where)])
+
+
+def test_output_path_is_a_file_or_under_one(tiny_root):
+    (tiny_root / "taken").write_text("not a folder")
+    line = one_error_line(train(tiny_root, tiny_root / "taken", "--steps_per_epoch", "1"))
+    assert "--output_path" in line and "taken is a file, not a folder" in line
+    line = one_error_line(train(tiny_root, tiny_root / "taken" / "run", "--steps_per_epoch", "1"))
+    assert "--output_path" in line and "taken is a file, so no folder can be made under it" in line
+
+
+def test_output_path_read_only_mount(tiny_root, mount_tmpfs):
+    ro = mount_tmpfs("ro", "1m", readonly=True)   # a real read-only file system: root cannot write there either
+    line = one_error_line(train(tiny_root, ro / "run", "--steps_per_epoch", "1"))
+    assert "--output_path" in line and "cannot be written to" in line, line
+    line = one_error_line(train(tiny_root, ro, "--steps_per_epoch", "1"))
+    assert "cannot be written to (Read-only file system)" in line, line
+
+
+def test_disk_full_keeps_the_last_state(tiny_root, mount_tmpfs):
+    out = mount_tmpfs("small", "300k")   # room for two states of the tiny model (~120 kB each), not three
+    r = train(tiny_root, out, "--steps_per_epoch", "6", "--save_state_every_n_steps", "1", "--keep_last_states", "3")
+    line = one_error_line(r)
+    assert "the disk is full: writing" in line and "needs about" in line and "is free there" in line, line
+    kept = sorted(p.name for p in (out / "states").iterdir())
+    assert kept and all(not n.startswith(".") for n in kept), kept   # no temporary file left behind
+    assert f"Kept: {out / 'states' / kept[-1]}" in line and "--resume" in line, line
+    assert not [p for p in out.rglob("*.tmp")]
+    assert "interrupted" not in line   # the failing emergency save of the LoRA did not replace the first error
+
+
+def wait_for_lock(proc, out, timeout=120):
+    "Wait until `proc` holds the lock on `out` (its PID is in the lock file)."
+    lock, t0 = out / ".diffsynth_nb.lock", time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None: pytest.fail("the first run ended early: " + proc.stderr.read())
+        try:
+            if json.loads(lock.read_text())["pid"] == proc.pid: return
+        except (OSError, ValueError, KeyError): pass
+        time.sleep(0.2)
+    pytest.fail("the first run never took the lock")
+
+
+def test_second_run_refused_and_killed_run_blocks_nobody(tiny_root):
+    out = tiny_root / "out"
+    first = train(tiny_root, out, "--steps_per_epoch", "100000", "--save_state_every_n_steps", "0", wait=False)
+    try:
+        wait_for_lock(first, out)
+        started = json.loads((out / ".diffsynth_nb.lock").read_text())["started"]
+        line = one_error_line(train(tiny_root, out, "--steps_per_epoch", "1"))
+        assert f"--output_path {out} is in use by another training run (PID {first.pid}, started {started}" in line, line
+    finally:
+        first.send_signal(signal.SIGKILL); first.communicate()
+    assert first.returncode == -signal.SIGKILL
+    assert (out / ".diffsynth_nb.lock").exists()   # the killed run's lock file stays, with its contents ...
+    third = train(tiny_root, out, "--steps_per_epoch", "2")
+    assert third.returncode == 0, third.stdout + third.stderr   # ... and does not block the next run
+    assert (out / "sd15_lora_epoch000.safetensors").is_file()
