@@ -12,13 +12,15 @@ from .core import (DiffusionFamily, register_family, save_safetensors, read_safe
                    safetensors_header, load_families, FAMILIES)
 from .schedules import DDPMSchedule
 from .ldm import (UNET_PREFIX, VAE_PREFIX, unet_to_ldm, vae_to_ldm, clip_to_ldm, open_clip_to_ldm, randomize_,
-                  write_tiny_clip_tokenizer)
+                  write_tiny_clip_tokenizer, write_text_atomic, kohya_text_root)
 from .sd15 import quiet_loading, TINY_METADATA
+from .inference import SDImagePipeline
 
 # %% auto #0
 __all__ = ['CHECKPOINT_NAME', 'CONFIG_DIR', 'TINY_CONFIG_DIR', 'CLIP_L_PREFIX', 'OPEN_CLIP_PREFIX', 'RELEASE_REPO',
-           'TOKENIZER_FILES', 'COMPONENTS', 'release_config', 'build_tiny_models', 'release_state_dict',
-           'write_tiny_sdxl', 'is_sdxl_checkpoint', 'load_sdxl', 'time_ids', 'SDXL']
+           'TOKENIZER_FILES', 'COMPONENTS', 'FP16_VAE_REPO', 'FP16_VAE_NAME', 'release_config', 'build_tiny_models',
+           'release_state_dict', 'write_tiny_sdxl', 'is_sdxl_checkpoint', 'load_fp16_vae', 'load_sdxl', 'time_ids',
+           'SDXL', 'write_tiny_fp16_vae', 'SDXLImagePipeline']
 
 # %% ../nbs/04b_sdxl.ipynb #9dd8904f
 CHECKPOINT_NAME = "sd_xl_base_1.0.safetensors"
@@ -28,11 +30,14 @@ CLIP_L_PREFIX, OPEN_CLIP_PREFIX = "conditioner.embedders.0.transformer.", "condi
 RELEASE_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+FP16_VAE_REPO, FP16_VAE_NAME = "madebyollin/sdxl-vae-fp16-fix", "diffusion_pytorch_model.safetensors"
 
 # the release repo's own tokenizer folders (tokenizer_2's config is where the "!" padding is stated)
 MODEL_PRESETS["StableDiffusionXL_v1"] = [
     (RELEASE_REPO, CHECKPOINT_NAME, "stable_diffusion_xl"),
     *[(RELEASE_REPO, f"{sub}/{f}", "stable_diffusion_xl") for sub in ("tokenizer", "tokenizer_2") for f in TOKENIZER_FILES]]
+# the seed's name; an fp16-safe SDXL VAE (diffusers names) for --pretrained_fp16_vae_path
+MODEL_PRESETS["SDXL-vae-fp16-fix"] = [(FP16_VAE_REPO, f, "sdxl-vae-fp16-fix") for f in (FP16_VAE_NAME, "config.json")]
 
 def release_config(component:str, # `unet`, `vae`, `text_encoder`, `text_encoder_2`, `scheduler`, `tokenizer`, `tokenizer_2`
                    tiny:bool=False) -> dict:
@@ -97,12 +102,36 @@ def _tokenizer(folder:Path, what:str, pad:str):
                          f"{RELEASE_REPO}/{folder.name}")
     return tok
 
+def load_fp16_vae(path:str|Path, # `sdxl-vae-fp16-fix/diffusion_pytorch_model.safetensors` (or its folder)
+                  torch_dtype=torch.float16, device="cpu"):
+    "The fp16-safe SDXL VAE (`madebyollin/sdxl-vae-fp16-fix`, diffusers names) in `torch_dtype`; config: `config.json` beside it, else packaged."
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+    path = Path(path)
+    if path.is_dir(): path = path/FP16_VAE_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"--pretrained_fp16_vae_path {path}: no such file; download_models(['SDXL-vae-fp16-fix']) fetches "
+                                f"{FP16_VAE_REPO}/{FP16_VAE_NAME}")
+    keys, meta = safetensors_header(path)
+    if "encoder.conv_in.weight" not in keys:
+        raise ValueError(f"--pretrained_fp16_vae_path {path}: not a VAE with diffusers names (no encoder.conv_in.weight); "
+                         f"use {FP16_VAE_NAME} of {FP16_VAE_REPO}")
+    cfg_file = path.parent/"config.json"
+    config = (json.loads(cfg_file.read_text()) if cfg_file.is_file() else
+              {**release_config("vae", tiny=meta.get("diffsynth_nb.variant") == "tiny-random"), "force_upcast": False})
+    vae = AutoencoderKL.from_config(config)
+    try: vae.load_state_dict(load_file(path))
+    except RuntimeError as e:
+        raise ValueError(f"--pretrained_fp16_vae_path {path}: its tensors do not fit an SDXL VAE ({' '.join(str(e).split())[:300]})") from None
+    return vae.to(device, torch_dtype).eval()
+
 def load_sdxl(checkpoint_path:str|Path, # `sd_xl_base_1.0.safetensors`
               config_dir:str|Path|None=None, # diffusers config folder (default: tiny or real, from the file header)
               tokenizer_path:str|Path|None=None, # CLIP-L tokenizer folder (default: `tokenizer/` beside the file)
               tokenizer_2_path:str|Path|None=None, # bigG tokenizer folder (default: `tokenizer_2/` beside the file)
+              fp16_vae_path:str|Path|None=None, # an fp16-safe VAE replacing the file's (see `load_fp16_vae`), kept in `torch_dtype`
               torch_dtype=torch.float32, device="cpu") -> dict:
-    "`dict(unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2)` from the SDXL release file, offline; VAE in float32."
+    "`dict(unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2)` from the SDXL release file, offline; VAE in float32 (or the fp16-safe one)."
     path = Path(checkpoint_path)
     if path.is_dir(): raise IsADirectoryError(f"{path} is a folder; pass the checkpoint file itself, e.g. {path/'stable_diffusion_xl'/CHECKPOINT_NAME}")
     if not path.is_file(): raise FileNotFoundError(f"SDXL checkpoint not found: {path}")
@@ -118,8 +147,9 @@ def load_sdxl(checkpoint_path:str|Path, # `sd_xl_base_1.0.safetensors`
     tok2 = _tokenizer(Path(tokenizer_2_path) if tokenizer_2_path else path.parent/"tokenizer_2", "OpenCLIP bigG", release_config("tokenizer_2")["pad_token"])
     with quiet_loading():
         from diffusers import StableDiffusionXLPipeline, AutoencoderKL
-        vae = AutoencoderKL.from_single_file(str(path), config=str(config_dir), subfolder="vae", local_files_only=True,
-                                             torch_dtype=torch.float32)   # its own float32 weights, not half ones cast back
+        vae = (load_fp16_vae(fp16_vae_path, torch_dtype) if fp16_vae_path else
+               AutoencoderKL.from_single_file(str(path), config=str(config_dir), subfolder="vae", local_files_only=True,
+                                              torch_dtype=torch.float32))   # its own float32 weights, not half ones cast back
         pipe = StableDiffusionXLPipeline.from_single_file(str(path), config=str(config_dir), vae=vae, tokenizer=tok, tokenizer_2=tok2,
                                                           add_watermarker=False, local_files_only=True, torch_dtype=torch_dtype)
     out = {"unet": pipe.unet, "vae": vae, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2,
@@ -145,6 +175,7 @@ class SDXL(DiffusionFamily):
     name, default_lora_targets, lora_prefix = "sdxl", "to_q,to_k,to_v,to_out.0", "lora_unet"
     default_size, size_multiple, latent_channels, vae_scale_factor = 1024, 32, 4, 8
     schedule = DDPMSchedule(beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000, prediction_type="epsilon")
+    load_flags = {"pretrained_fp16_vae_path": "fp16_vae_path"}
 
     def __init__(self, unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2):
         super().__init__()
@@ -164,7 +195,9 @@ class SDXL(DiffusionFamily):
 
     @property
     def denoiser(self): return self.unet
-    def lora_modules(self): return {"lora_unet": self.unet, "lora_te1": self.text_encoder, "lora_te2": self.text_encoder_2}
+    def lora_modules(self):
+        "kohya prefixes: `lora_unet` → UNet, `lora_te1` → CLIP-L, `lora_te2` → bigG (module names `text_model.…`, see `kohya_text_root`)."
+        return {"lora_unet": self.unet, "lora_te1": kohya_text_root(self.text_encoder), "lora_te2": kohya_text_root(self.text_encoder_2)}
     def tokenizers(self): return {"CLIP-L text encoder": self.tokenizer, "OpenCLIP bigG text encoder": self.tokenizer_2}
     @property
     def device(self): return self.unet.device
@@ -181,6 +214,11 @@ class SDXL(DiffusionFamily):
             hidden.append(out.hidden_states[-2])
         return {"encoder_hidden_states": torch.cat(hidden, dim=-1), "text_embeds": out.text_embeds}
 
+    def encode_negative_prompt(self, text:str) -> dict:
+        "Zeros for an empty negative prompt (diffusers' `force_zeros_for_empty_prompt`, true in the release `model_index.json`), else encoded."
+        cond = self.encode_prompt([text])
+        return cond if text else {k: torch.zeros_like(v) for k, v in cond.items()}
+
     def encode_batch(self, batch) -> dict:
         "Text conditioning plus per-sample `time_ids` from the batch's `original_size`, `crop_top_left` and image size."
         cond = self.encode_prompt(list(batch["text"]))
@@ -193,15 +231,15 @@ class SDXL(DiffusionFamily):
         return {**cond, "time_ids": time_ids(torch.tensor([[height, width]] * n), torch.zeros(n, 2, dtype=torch.long), (height, width)).to(self.device)}
 
     def encode_images(self, images:torch.Tensor, generator:torch.Generator|None=None) -> torch.Tensor:
-        "Images `[B,3,H,W]` in [-1,1] → scaled latents `[B,4,H/8,W/8]` (VAE posterior sample × 0.13025), computed in float32."
+        "Images `[B,3,H,W]` in [-1,1] → scaled latents `[B,4,H/8,W/8]` (VAE posterior sample × 0.13025), in the VAE's dtype (float32 unless fp16-fix)."
         with torch.autocast(self.vae.device.type, enabled=False):   # fp16 autocast would undo the float32 VAE
-            z = self.vae.encode(images.to(self.vae.device, torch.float32)).latent_dist.sample(generator=generator)
+            z = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist.sample(generator=generator)
         return (z * self.vae.config.scaling_factor).to(self.dtype)
 
     def decode_latents(self, latents:torch.Tensor) -> torch.Tensor:
-        "Scaled latents → images `[B,3,H,W]` in [-1,1] (unclipped), decoded in float32."
+        "Scaled latents → images `[B,3,H,W]` in [-1,1] (unclipped), decoded in the VAE's dtype."
         with torch.autocast(self.vae.device.type, enabled=False):
-            return self.vae.decode(latents.to(torch.float32) / self.vae.config.scaling_factor).sample
+            return self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
 
     def predict(self, x_t, t, cond):
         "ε̂ = UNet(x_t, t, text, added_cond_kwargs={text_embeds, time_ids}) with `x_t` `[B,4,h,w]`, `t` `[B]`."
@@ -213,3 +251,24 @@ class SDXL(DiffusionFamily):
         return {"diffsynth_nb.family": self.name, "ss_base_model_version": "sdxl_base_v1-0", "ss_v2": "False",
                 "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": "stable-diffusion-xl-v1-base/lora",
                 "modelspec.implementation": "diffusers", "modelspec.title": "diffsynth_nb SDXL LoRA"}
+
+# %% ../nbs/04b_sdxl.ipynb #8cec21d7
+def write_tiny_fp16_vae(root:str|Path, # the `models` folder
+                        seed:int=1) -> Path:
+    "Write a tiny RANDOM VAE as `root/sdxl-vae-fp16-fix/diffusion_pytorch_model.safetensors` + `config.json` (diffusers names); returns the file."
+    from diffusers import AutoencoderKL
+    config = {**release_config("vae", tiny=True), "force_upcast": False}   # the fp16-fix release config says so too
+    vae = randomize_(AutoencoderKL.from_config(config), torch.Generator().manual_seed(seed))
+    path = save_safetensors({k: v.clone() for k, v in vae.state_dict().items()}, Path(root)/"sdxl-vae-fp16-fix"/FP16_VAE_NAME,
+                            {"format": "pt", **TINY_METADATA})
+    write_text_atomic(path.parent/"config.json", json.dumps(config, indent=2))
+    return path
+
+# %% ../nbs/04b_sdxl.ipynb #d74dd53e
+class SDXLImagePipeline(SDImagePipeline):
+    "The seed's `SDXLImagePipeline`: `SDImagePipeline` on a `ModelManager`'s SDXL model, 1024×1024 by default."
+    @classmethod
+    def from_model_manager(cls, model_manager): return cls(model_manager.model("sdxl"))
+    def __call__(self, prompt:str, negative_prompt:str="", cfg_scale:float=7.5, num_inference_steps:int=20,
+                 height:int=1024, width:int=1024, **kwargs):
+        return super().__call__(prompt, negative_prompt, cfg_scale, num_inference_steps, height, width, **kwargs)

@@ -28,6 +28,7 @@ __all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'SECRET_FLAGS', 'RESUME_M
 class TrainConfig:
     "Settings of one LoRA training run; field names are the seed trainer's command-line flags."
     pretrained_path: str = None            # release checkpoint of the base model (SD 1.5: v1-5-pruned-emaonly.safetensors)
+    pretrained_fp16_vae_path: str = None   # fp16-safe VAE (sdxl-vae-fp16-fix) replacing the checkpoint's VAE (SDXL, Kolors)
     dataset_path: str = None               # folder holding train/metadata.csv (columns file_name,text) and the images
     output_path: str = "./"                # folder for the LoRA files (one per epoch) and loss.csv
     lora_target_modules: str = None        # comma-separated module names to adapt (None: the family's, to_q,to_k,to_v,to_out.0 for SD 1.5)
@@ -322,7 +323,7 @@ def train_lora(family:str="sd15", # model family: sd15 (sdxl, kolors, sd3, hunyu
     if cfg.resume and ckpt_path is None:
         ckpt_path = latest_good_state(cfg.output_path)
         print(f"resuming from {ckpt_path}" if ckpt_path else f"--resume: no saved state in {Path(cfg.output_path)/'states'}; starting from scratch")
-    fam = family_cls.from_pretrained(cfg.pretrained_path, torch_dtype=weight_dtype(cfg.precision))
+    fam = family_cls.from_pretrained(cfg.pretrained_path, torch_dtype=weight_dtype(cfg.precision), **family_cls.load_kwargs(cfg))
     module = LoRATrainer(fam, cfg, dataset)
     export = ExportLoRA()
     trainer = L.Trainer(max_epochs=cfg.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
