@@ -9,7 +9,7 @@ from dataclasses import fields, MISSING
 from pathlib import Path
 import torch
 from fastcore.docments import docments
-from .core import FAMILIES, PRECISIONS
+from .core import FAMILIES, PRECISIONS, load_families
 from .trainer import TrainConfig, train_lora, TRAINING_STRATEGIES
 
 # %% auto #0
@@ -68,7 +68,7 @@ def make_parser() -> argparse.ArgumentParser:
     import diffsynth_nb.sd15  # registers families
     p = argparse.ArgumentParser(prog="diffsynth-nb", description="Train and use LoRA adapters for text-to-image diffusion models.")
     sub = p.add_subparsers(dest="command", required=True)
-    fams = sorted(FAMILIES)
+    load_families(); fams = sorted(FAMILIES)   # register every family, not only those imported so far
     t = sub.add_parser("train", help="train a LoRA (flags as the DiffSynth-Studio trainer)")
     t.add_argument("family", choices=fams); add_config_flags(t); t.set_defaults(func=cmd_train)
     g = sub.add_parser("generate", help="generate an image, optionally with a LoRA", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
