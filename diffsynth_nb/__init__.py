@@ -11,6 +11,7 @@ _EXPORTS = {
     "ModelManager": "inference", "SDImagePipeline": "inference", "generate": "inference",
     "download_models": "core", "get_family": "core",
     "SD15": "sd15", "write_tiny_sd15": "sd15", "load_sd15": "sd15",
+    "SDXL": "sdxl", "SDXLImagePipeline": "sdxl", "write_tiny_sdxl": "sdxl", "load_sdxl": "sdxl",
     "run_demo": "demo",
 }
 __all__ = list(_EXPORTS)

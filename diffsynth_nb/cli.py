@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from fastcore.docments import docments
 from . import __version__
-from .core import FAMILIES, PRECISIONS, quiet_third_party
+from .core import FAMILIES, PRECISIONS, quiet_third_party, load_families
 from .trainer import TrainConfig, train_lora, TRAINING_STRATEGIES
 
 # %% auto #0
@@ -87,12 +87,10 @@ def cmd_demo(args):
 
 # %% ../nbs/07_cli.ipynb #a6e050c9
 def make_parser() -> argparse.ArgumentParser:
-    from diffsynth_nb.core import load_families
-    load_families()
     p = argparse.ArgumentParser(prog="diffsynth-nb", description="Train and use LoRA adapters for text-to-image diffusion models.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    fams = sorted(FAMILIES)
+    load_families(); fams = sorted(FAMILIES)   # register every family, not only those imported so far
     fam_help = "model family: " + "; ".join(f"{n} = {(FAMILIES[n].__doc__ or n).splitlines()[0]}" for n in fams)
     t = sub.add_parser("train", help="train a LoRA (flags as the DiffSynth-Studio trainer)",
                        description="Train a LoRA. Writes OUTPUT_PATH/<family>_lora_epoch000.safetensors, ...epoch001... (0-based; "

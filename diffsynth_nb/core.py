@@ -173,6 +173,7 @@ class DiffusionFamily(torch.nn.Module):
     latent_channels: int = 4
     vae_scale_factor: int = 8           # pixels per latent pixel
     schedule = None                     # a schedule object from `diffsynth_nb.schedules`
+    load_flags: dict[str, str] = {}     # TrainConfig field → `from_pretrained` keyword it feeds (SDXL: the fp16-fix VAE)
 
     @classmethod
     def matches(cls, keys:set[str]) -> bool:
@@ -180,11 +181,23 @@ class DiffusionFamily(torch.nn.Module):
         return False
     @classmethod
     def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu"): raise NotImplementedError
+    @classmethod
+    def load_kwargs(cls, cfg) -> dict:
+        "`from_pretrained` keywords from the config's `load_flags` fields; `ValueError` naming a set flag this family does not use."
+        load_families()
+        for flag in {f for c in FAMILIES.values() for f in c.load_flags} - set(cls.load_flags):
+            if getattr(cfg, flag, None) is not None:
+                users = ", ".join(sorted(c.name for c in FAMILIES.values() if flag in c.load_flags))
+                raise ValueError(f"--{flag} is not used by the {cls.name} family (only by {users}); leave it out")
+        return {kw: getattr(cfg, flag) for flag, kw in cls.load_flags.items() if getattr(cfg, flag, None) is not None}
     @property
     def denoiser(self) -> torch.nn.Module: raise NotImplementedError
     def encode_images(self, images, generator=None): raise NotImplementedError
     def decode_latents(self, latents): raise NotImplementedError
     def encode_prompt(self, texts): raise NotImplementedError
+    def encode_negative_prompt(self, text:str) -> dict:
+        "Condition of CFG's unconditional branch (batch 1) for negative prompt `text`; default `encode_prompt([text])`."
+        return self.encode_prompt([text])
     def encode_batch(self, batch): return self.encode_prompt(list(batch["text"]))
     def predict(self, x_t, t, cond): raise NotImplementedError
     def size_condition(self, cond:dict, height:int, width:int) -> dict:

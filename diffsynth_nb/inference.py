@@ -19,7 +19,7 @@ __all__ = ['generate', 'ModelManager', 'SDImagePipeline']
 # %% ../nbs/06_inference.ipynb #3ebcb82c
 @torch.no_grad()
 def generate(family, # a loaded `DiffusionFamily` (e.g. `SD15`)
-             prompt:str, negative_prompt:str="",
+             prompt:str, negative_prompt:str|None="", # "" or None: the family's empty negative (SDXL: zeros, as diffusers)
              cfg_scale:float=7.5, # classifier-free guidance scale w (1 = no guidance)
              num_inference_steps:int=20, height:int=512, width:int=512, # pixels; multiples of the family's `size_multiple`
              seed:int|None=0, # seed of the initial noise (drawn on the CPU, so the same on every device)
@@ -35,7 +35,9 @@ def generate(family, # a loaded `DiffusionFamily` (e.g. `SD15`)
         latents = torch.randn(shape, generator=g) * family.schedule.init_noise_sigma()
     x = latents.to(dev, dtype)
     guided = cfg_scale != 1.0
-    cond = family.size_condition(family.encode_prompt([negative_prompt, prompt] if guided else [prompt]), height, width)
+    cond = family.encode_prompt([prompt])
+    if guided: cond = {k: torch.cat([v_neg, cond[k]]) for k, v_neg in family.encode_negative_prompt(negative_prompt or "").items()}
+    cond = family.size_condition(cond, height, width)
     for t, t_prev in progress_bar_cmd(family.schedule.timesteps(num_inference_steps)):
         x_in = torch.cat([x, x]) if guided else x
         out = family.predict(x_in, torch.full((x_in.shape[0],), t, device=dev), cond)

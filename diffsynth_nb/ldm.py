@@ -11,7 +11,7 @@ from .core import atomic_path
 
 # %% auto #0
 __all__ = ['UNET_PREFIX', 'VAE_PREFIX', 'CLIP_PREFIX', 'unet_to_ldm', 'vae_to_ldm', 'clip_to_ldm', 'randomize_',
-           'open_clip_to_ldm', 'write_text_atomic', 'write_tiny_clip_tokenizer']
+           'open_clip_to_ldm', 'kohya_text_root', 'write_text_atomic', 'write_tiny_clip_tokenizer']
 
 # %% ../nbs/03a_ldm.ipynb #a6589650
 UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."
@@ -116,6 +116,12 @@ def open_clip_to_ldm(state_dict:dict # transformers `CLIPTextModelWithProjection
             out[f"transformer.resblocks.{i}.{_rename_head(key[len(p):], _OPEN_CLIP_LAYER)}"] = sd.pop(key)
     if sd: raise KeyError(f"open_clip_to_ldm: no open_clip name for {sorted(sd)[:3]}")
     return out
+
+# %% ../nbs/03a_ldm.ipynb #97066948
+def kohya_text_root(text_encoder:torch.nn.Module # a transformers CLIP text model
+                   ) -> torch.nn.Module:
+    "`text_encoder`, wrapped if needed so that its module names start `text_model.` as kohya's `lora_te*` names do (no copy)."
+    return text_encoder if hasattr(text_encoder, "text_model") else torch.nn.ModuleDict({"text_model": text_encoder})
 
 # %% ../nbs/03a_ldm.ipynb #c1e195e2
 def _bytes_to_unicode() -> dict[int, str]:

@@ -32,6 +32,7 @@ __all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'LOCK_NAME', 'SECRET_FLAG
 class TrainConfig:
     "Settings of one LoRA training run; field names are the seed trainer's command-line flags."
     pretrained_path: str = None            # release checkpoint of the base model (SD 1.5: v1-5-pruned-emaonly.safetensors)
+    pretrained_fp16_vae_path: str = None   # fp16-safe VAE (sdxl-vae-fp16-fix) replacing the checkpoint's VAE (SDXL, Kolors)
     dataset_path: str = None               # folder holding train/metadata.csv (columns file_name,text) and the images
     output_path: str = "./"                # folder for the LoRA files (one per epoch) and loss.csv
     lora_target_modules: str = None        # comma-separated module names to adapt (None: the family's, to_q,to_k,to_v,to_out.0 for SD 1.5)
@@ -468,7 +469,7 @@ def _train(family, family_cls, cfg, callbacks):
                                skip_bad_images=cfg.skip_bad_images)
     ckpt_path = cfg.resume_from
     if ckpt_path is not None: check_state(ckpt_path)   # a clear error now, before the model loads, not deep inside Lightning
-    fam = family_cls.from_pretrained(cfg.pretrained_path, torch_dtype=weight_dtype(cfg.precision))
+    fam = family_cls.from_pretrained(cfg.pretrained_path, torch_dtype=weight_dtype(cfg.precision), **family_cls.load_kwargs(cfg))
     warn_long_captions(dataset.rows, fam.tokenizers())   # one warning per text encoder, not silent truncation
     module = LoRATrainer(fam, cfg, dataset)
     if ckpt_path is not None: check_state(ckpt_path, module)   # its LoRA tensors fit this model
