@@ -12,8 +12,8 @@ import torch
 __all__ = ['PRECISIONS', 'DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'LIGHTNING_LOGGERS', 'QUIET_WARNINGS',
            'weight_dtype', 'DiskFullError', 'human_size', 'atomic_path', 'save_safetensors',
            'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'sample_data',
-           'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'detect_family', 'download_models',
-           'quiet_third_party', 'epoch_label', 'progress_bar']
+           'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of', 'detect_family',
+           'download_models', 'quiet_third_party', 'epoch_label', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 PRECISIONS = ("32", "16", "16-mixed", "bf16-mixed")
@@ -220,13 +220,17 @@ class DiffusionFamily(torch.nn.Module):
             if v <= 0 or v % cls.size_multiple:
                 raise ValueError(f"{flag} {v} is not allowed for {cls.name}: use a positive multiple of {cls.size_multiple}")
 
+def family_of(keys:set[str] # tensor names of a checkpoint
+             ) -> str|None:
+    "Name of the registered family whose release layout the tensor names `keys` match, or `None`."
+    load_families()
+    return next((name for name, cls in FAMILIES.items() if cls.matches(keys)), None)
+
 def detect_family(path:str|Path # a release checkpoint (`.safetensors`)
                  ) -> type:
     "The registered family whose release layout matches the tensor names in `path`; `ValueError` if none does."
-    load_families()
     keys = safetensors_header(path)[0]
-    for cls in FAMILIES.values():
-        if cls.matches(keys): return cls
+    if (name := family_of(keys)) is not None: return FAMILIES[name]
     raise ValueError(f"{path}: not a release checkpoint of a known family ({', '.join(sorted(FAMILIES))}); "
                      f"its first keys are {sorted(keys)[:3]}")
 

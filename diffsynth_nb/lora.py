@@ -167,6 +167,7 @@ def plan_merge(lora:LoRAFile|str|Path, # a file or what `read_lora` made of it
             if n and isinstance(getattr(m, "weight", None), torch.Tensor):
                 index[p + "_" + n.replace(".", "_")] = (p, n, m)
                 if clip: index[p + "_text_model_" + n.replace(".", "_")] = (p, n, m)   # the name kohya files (and ComfyUI) use
+                if n.startswith("text_model."): index.setdefault(p + "_" + n[len("text_model."):].replace(".", "_"), (p, n, m))   # and transformers ≥ 5's
         for ldm, n in _ldm_names(root).items(): index.setdefault(p + "_" + ldm.replace(".", "_"), index[p + "_" + n.replace(".", "_")])
     layers, unmatched, problems = [], [], []
     for name, d in lora.layers.items():

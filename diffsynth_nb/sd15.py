@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 import diffsynth_nb
 from .core import (DiffusionFamily, register_family, save_safetensors, read_safetensors_metadata, MODEL_PRESETS,
-                               safe_torch_load, safetensors_header)
+                               safe_torch_load, safetensors_header, family_of)
 from .schedules import DDPMSchedule, scaled_linear_betas, alphas_cumprod
-from .ldm import (UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX, unet_to_ldm, vae_to_ldm, clip_to_ldm,
+from .ldm import (kohya_text_root, UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX, unet_to_ldm, vae_to_ldm, clip_to_ldm,
                               randomize_, write_tiny_clip_tokenizer)
 
 # %% auto #0
@@ -92,9 +92,11 @@ def load_sd15(checkpoint_path:str|Path, # `v1-5-pruned-emaonly.safetensors` (or 
     path = Path(checkpoint_path)
     if path.is_dir(): raise IsADirectoryError(f"{path} is a folder; pass the checkpoint file itself, e.g. {path/'stable_diffusion'/CHECKPOINT_NAME}")
     if not path.is_file(): raise FileNotFoundError(f"SD 1.5 checkpoint not found: {path}")
-    if path.suffix == ".safetensors" and not is_sd15_checkpoint(safetensors_header(path)[0]):
-        raise ValueError(f"{path} is not an SD 1.5 release checkpoint (it lacks the model.diffusion_model.* and "
-                         f"cond_stage_model.* weights); a LoRA file goes to --lora_path, not --pretrained_path")
+    if path.suffix == ".safetensors" and not is_sd15_checkpoint(keys := safetensors_header(path)[0]):
+        other = family_of(keys)
+        raise ValueError(f"{path} is not an SD 1.5 release checkpoint" + (f": it looks like a {other} release file, so use the {other} family"
+                         if other else " (it lacks the model.diffusion_model.* and cond_stage_model.* weights); "
+                         "a LoRA file goes to --lora_path, not --pretrained_path"))
     if config_dir is None:
         tiny = path.suffix == ".safetensors" and read_safetensors_metadata(path).get("diffsynth_nb.variant") == "tiny-random"
         config_dir = TINY_CONFIG_DIR if tiny else CONFIG_DIR
@@ -140,7 +142,7 @@ class SD15(DiffusionFamily):
 
     @property
     def denoiser(self): return self.unet
-    def lora_modules(self): return {"lora_unet": self.unet, "lora_te": self.text_encoder}
+    def lora_modules(self): return {"lora_unet": self.unet, "lora_te": kohya_text_root(self.text_encoder)}   # kohya names: lora_te_text_model_encoder_…
     def tokenizers(self): return {"CLIP text encoder": self.tokenizer}
     @property
     def device(self): return self.unet.device

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import diffsynth_nb
 from .core import (DiffusionFamily, register_family, save_safetensors, read_safetensors_metadata, MODEL_PRESETS,
-                   safetensors_header, load_families, FAMILIES)
+                   safetensors_header, load_families, FAMILIES, family_of)
 from .schedules import DDPMSchedule
 from .ldm import (UNET_PREFIX, VAE_PREFIX, unet_to_ldm, vae_to_ldm, clip_to_ldm, open_clip_to_ldm, randomize_,
                   write_tiny_clip_tokenizer, write_text_atomic, kohya_text_root)
@@ -85,11 +85,6 @@ def is_sdxl_checkpoint(keys:set[str]) -> bool:
     return {UNET_PREFIX + "label_emb.0.0.weight", CLIP_L_PREFIX + "text_model.embeddings.token_embedding.weight",
             OPEN_CLIP_PREFIX + "text_projection"} <= keys
 
-def _looks_like(keys:set[str]) -> str|None:
-    "Name of the registered family whose release layout `keys` match, if any."
-    load_families()
-    return next((name for name, cls in FAMILIES.items() if cls.matches(keys)), None)
-
 def _tokenizer(folder:Path, what:str, pad:str):
     "The CLIP tokenizer in `folder`; `FileNotFoundError` naming the folder and hub files, `ValueError` on the wrong padding."
     from transformers import CLIPTokenizer
@@ -138,7 +133,7 @@ def load_sdxl(checkpoint_path:str|Path, # `sd_xl_base_1.0.safetensors`
     if path.suffix != ".safetensors": raise ValueError(f"{path}: the SDXL loader reads the release .safetensors file ({CHECKPOINT_NAME})")
     keys, meta = safetensors_header(path)
     if not is_sdxl_checkpoint(keys):
-        other = _looks_like(keys)
+        other = family_of(keys)
         raise ValueError(f"{path} is not an SDXL base release checkpoint" + (f": it looks like a {other} release file, so use the {other} family"
                          if other else " (it lacks the model.diffusion_model.label_emb, conditioner.embedders.0/1 weights); "
                          "a LoRA file goes to --lora_path, not --pretrained_path"))

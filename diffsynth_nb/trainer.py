@@ -469,6 +469,7 @@ def _train(family, family_cls, cfg, callbacks):
                                skip_bad_images=cfg.skip_bad_images)
     ckpt_path = cfg.resume_from
     if ckpt_path is not None: check_state(ckpt_path)   # a clear error now, before the model loads, not deep inside Lightning
+    if launched_rank() == 0: print(f"loading the {family} model from {cfg.pretrained_path}", flush=True)
     fam = family_cls.from_pretrained(cfg.pretrained_path, torch_dtype=weight_dtype(cfg.precision), **family_cls.load_kwargs(cfg))
     warn_long_captions(dataset.rows, fam.tokenizers())   # one warning per text encoder, not silent truncation
     module = LoRATrainer(fam, cfg, dataset)

@@ -42,7 +42,9 @@ def test_train_is_quiet_unless_verbose(tiny_root):
     assert [n for n in NOISE if n in said] == [], said
     lines = [l for l in quiet.stdout.splitlines() if l.strip()]
     # ours: the progress bar, labelled as the files are, and where the LoRA went
-    assert lines[0].startswith("epoch001 (2 of 2) ") and "2/2" in lines[0] and "train_loss" in lines[0], lines
+    ckpt = tiny_root / "models" / "stable_diffusion" / "v1-5-pruned-emaonly.safetensors"
+    assert lines[0] == f"loading the sd15 model from {ckpt}", lines
+    assert lines[1].startswith("epoch001 (2 of 2) ") and "2/2" in lines[1] and "train_loss" in lines[1], lines
     assert lines[-1] == f"LoRA saved to {tiny_root / 'quiet' / 'sd15_lora_epoch001.safetensors'}"
     assert quiet.stderr == "", quiet.stderr
     names = sorted(p.name for p in (tiny_root / "quiet").glob("*.safetensors"))
