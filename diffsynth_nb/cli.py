@@ -68,10 +68,18 @@ def cmd_generate(args):
     if device == "cpu" and args.torch_dtype == "16": raise ValueError("--torch_dtype 16 is for GPUs (fp16 is very slow on a CPU); use 32 or bf16")
     if args.lora_path and not Path(args.lora_path).is_file(): raise FileNotFoundError(f"--lora_path {args.lora_path}: no such file")
     out = Path(args.output); fmt = image_format(out)   # before the model is loaded
+    from diffsynth_nb.core import detect_family, FAMILIES
+    if Path(args.pretrained_path).is_file() and Path(args.pretrained_path).suffix == ".safetensors":
+        found = detect_family(args.pretrained_path).name   # from the header alone: seconds, not a model load
+        if found != args.family: raise ValueError(f"--pretrained_path {args.pretrained_path} is a {found} release file, not {args.family}; "
+                                                  f"run `diffsynth-nb generate {found} ...`, or pass a {args.family} checkpoint")
+    size = FAMILIES[args.family].default_size
+    height, width = args.height or size, args.width or size
+    FAMILIES[args.family].check_size(height, width)
     mm = ModelManager(torch_dtype=dtype, device=device, file_path_list=[args.pretrained_path])
     if args.lora_path: mm.load_lora(args.lora_path, lora_alpha=args.lora_alpha)
     image = generate(mm.model(args.family), args.prompt, args.negative_prompt, args.cfg_scale, args.num_inference_steps,
-                     args.height, args.width, args.seed)
+                     height, width, args.seed)
     with atomic_path(out) as tmp: image.save(tmp, format=fmt)
     print(f"image saved to {out}")
     return out
@@ -104,7 +112,8 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", required=True, help="what to draw"); g.add_argument("--negative_prompt", default="", help="what to steer away from")
     g.add_argument("--cfg_scale", type=float, default=7.5, help="classifier-free guidance scale")
     g.add_argument("--num_inference_steps", type=int, default=20, help="DDIM steps")
-    g.add_argument("--height", type=int, default=512, help="pixels"); g.add_argument("--width", type=int, default=512, help="pixels")
+    g.add_argument("--height", type=int, default=None, help="pixels (default: the family's, 512 for sd15, 1024 for sdxl)")
+    g.add_argument("--width", type=int, default=None, help="pixels (default: the family's)")
     g.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
     g.add_argument("--torch_dtype", choices=("32", "16", "bf16"), default="32", help="weights dtype (16 needs a GPU)")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")

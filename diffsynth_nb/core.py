@@ -58,9 +58,9 @@ def atomic_path(path:str|Path, # final file name
                ):
     "Yield a temporary path beside `path`; on success rename it to `path`, on error delete it (a full disk: `DiskFullError`)."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)   # inside: making a folder can find the disk full too
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         yield Path(tmp)
@@ -73,9 +73,12 @@ def atomic_path(path:str|Path, # final file name
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError): os.remove(tmp)
         if isinstance(e, OSError) and not isinstance(e, DiskFullError) and e.errno in DISK_FULL_ERRNOS:
-            free = shutil.disk_usage(path.parent).free
+            where = next(p for p in (path.parent, *path.parents) if p.exists())
+            free = shutil.disk_usage(where).free
+            no_inodes = hasattr(os, "statvfs") and os.statvfs(where).f_favail == 0
             raise DiskFullError(f"the disk is full: writing {path} needs about {human_size(needed)} and {human_size(free)} "
-                                f"is free there ({os.strerror(e.errno)})", path, needed) from None
+                                f"is free there" + (", but no more files can be created on it (no free inodes)" if no_inodes else "")
+                                + f" ({os.strerror(e.errno)})", path, needed) from None
         raise
 
 # %% ../nbs/00_core.ipynb #d9b6c5cf

@@ -8,10 +8,9 @@ import warnings
 from pathlib import Path
 import torch
 from PIL import Image
-from .core import get_family, detect_family, read_safetensors_metadata, load_families
+from .core import get_family, detect_family, read_safetensors_metadata
 from .data import to_pil
 from .lora import merge_lora
-load_families()   # registers every family (sd15, sdxl, ...)
 
 # %% auto #0
 __all__ = ['generate', 'ModelManager', 'SDImagePipeline']

@@ -20,7 +20,7 @@ from .core import load_families
 load_families()   # registers the families and their presets
 
 # %% auto #0
-__all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'LOCK_NAME', 'SECRET_FLAGS', 'RESUME_MUST_MATCH', 'FIT_LOOP_KEYS',
+__all__ = ['SECRET_FLAGS', 'TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'LOCK_NAME', 'RESUME_MUST_MATCH', 'FIT_LOOP_KEYS',
            'TrainConfig', 'check_config', 'check_output_path', 'OutputPathBusy', 'launched_rank', 'output_lock',
            'NonFiniteLossError', 'interrupted_lora_path', 'LoRATrainer', 'public_config', 'gathered_lora', 'ExportLoRA',
            'LossHistory', 'AtomicCheckpointIO', 'DamagedStateError', 'load_state', 'is_deepspeed_state', 'check_state',
@@ -66,6 +66,7 @@ class TrainConfig:
     accelerator: str = "auto"              # new: auto, cpu or gpu
     verbose: bool = False                  # new: also show third-party notices (Lightning's device lines and tips, deprecation warnings)
 
+SECRET_FLAGS = ("modelscope_access_token",)   # never written into LoRA headers, lock files or messages
 TRAINING_STRATEGIES = ("auto", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3")
 INIT_LORA_WEIGHTS = {"kaiming": True, "gaussian": "gaussian"}
 
@@ -109,12 +110,12 @@ def check_output_path(output_path:str|Path # the --output_path folder (created i
                      ) -> Path:
     "Create `output_path` if needed and check that a file can be written in it; `ValueError` naming `--output_path` otherwise."
     path = Path(output_path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--output_path {path} is a file, not a folder; choose a folder for the LoRA files (it is created if missing)")
-    above = next((p for p in path.parents if p.exists()), None)
-    if not path.exists() and above is not None and not above.is_dir():
-        raise ValueError(f"--output_path {path}: {above} is a file, so no folder can be made under it; choose another --output_path")
-    try:
+    try:   # every step can meet a folder we may not enter (PermissionError is an OSError)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"--output_path {path} is a file, not a folder; choose a folder for the LoRA files (it is created if missing)")
+        above = next((p for p in path.parents if p.exists()), None)
+        if not path.exists() and above is not None and not above.is_dir():
+            raise ValueError(f"--output_path {path}: {above} is a file, so no folder can be made under it; choose another --output_path")
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".write_test.", suffix=".tmp")
         os.close(fd); os.remove(probe)
@@ -134,6 +135,12 @@ def launched_rank() -> int:
     ranks = [os.environ.get(v, "") for v in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")]
     return max((int(r) for r in ranks if r.strip().isdigit()), default=0)
 
+def _redacted(argv:list[str]) -> list[str]:
+    "`argv` with the values of secret flags (access tokens) replaced by `***`, for files and messages others can read."
+    secret = {f"--{f}" for f in SECRET_FLAGS}
+    return [("***" if i and argv[i - 1] in secret else a.split("=", 1)[0] + "=***" if a.split("=", 1)[0] in secret and "=" in a else a)
+            for i, a in enumerate(argv)]
+
 @contextlib.contextmanager
 def output_lock(output_path:str|Path # the --output_path folder
                ):
@@ -142,7 +149,7 @@ def output_lock(output_path:str|Path # the --output_path folder
     from filelock import FileLock, Timeout
     path = Path(output_path)/LOCK_NAME
     holder = {"pid": os.getpid(), "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "host": socket.gethostname(), "command": " ".join(sys.argv)}
+              "host": socket.gethostname(), "command": " ".join(_redacted(sys.argv))}
     def stamp(fd): os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(holder).encode(), 0)
     lock = FileLock(path, timeout=0, on_acquired=stamp)
     try: lock.acquire()
@@ -245,6 +252,14 @@ class LoRATrainer(L.LightningModule):
     def check_settings(self, info:dict):
         "`ValueError` naming the flag when a saved state's settings or dataset differ from this run's."
         saved = info.get("config", {})
+        if info.get("family") != self.family.name:
+            raise ValueError(f"the saved states are of a {info.get('family')} run, this is {self.family.name}; resume with the "
+                             f"{info.get('family')} family, or start a new run in another --output_path")
+        for flag in ("pretrained_path", "pretrained_fp16_vae_path"):   # the base model: the same file (by name), wherever it lives now
+            old, new = (Path(v).name if v else None for v in (saved.get(flag), getattr(self.cfg, flag, None)))
+            if old != new:
+                raise ValueError(f"--{flag} {getattr(self.cfg, flag, None)} is not the model of the saved states ({saved.get(flag)}); "
+                                 f"resume with the same base model, or start a new run in another --output_path")
         for flag in RESUME_MUST_MATCH:
             old, new = saved.get(flag), json.loads(json.dumps(getattr(self.cfg, flag), default=str))
             if old != new:
@@ -272,7 +287,6 @@ class LoRATrainer(L.LightningModule):
                 if not (isinstance(i, int) and 0 <= i < len(params)) or shapes - {want[params[i][0]]}:
                     raise DamagedStateError(f"{path} is damaged: its optimizer moments do not fit the LoRA weights")
 
-SECRET_FLAGS = ("modelscope_access_token",)
 
 def public_config(cfg:TrainConfig) -> dict:
     "The settings as plain JSON values, without secrets (they go into shared LoRA files)."
@@ -417,11 +431,16 @@ def state_paths(output_path:str|Path) -> list[Path]:
 def latest_good_state(output_path:str|Path, # the run's --output_path
                       module=None # the `LoRATrainer` to resume: states whose LoRA does not fit it are skipped
                      ) -> Path|None:
-    "The newest usable state in `output_path/states` (older ones are tried, with a warning, if it is damaged); removes stale temporary files."
-    for tmp in (Path(output_path)/"states").glob(".step=*.tmp"): tmp.unlink(missing_ok=True)   # from a kill during a write
-    for path in reversed(state_paths(output_path)):
+    "The newest usable state in `output_path/states` (older ones are tried, with a warning, if it is damaged); `None` if there is none; `ValueError` if there are states and none is usable (they are never overwritten)."
+    if launched_rank() == 0:   # only the process holding the output lock cleans up
+        for tmp in (Path(output_path)/"states").glob(".step=*.tmp"): tmp.unlink(missing_ok=True)   # from a kill during a write
+    paths, why = state_paths(output_path), []
+    for path in reversed(paths):
         try: check_state(path, module); return path
-        except (DamagedStateError, OSError) as e: warnings.warn(f"skipping unreadable state {path}: {e}")   # other settings: raised
+        except (DamagedStateError, OSError) as e: warnings.warn(f"skipping unreadable state {path}: {e}"); why.append(str(e))   # other settings: raised
+    if paths: raise ValueError(f"--resume: none of the {len(paths)} training states in {Path(output_path)/'states'} can be used "
+                               f"({'; '.join(why[:2])}); they are left as they are. Resume from one with --resume_from, move them "
+                               f"away, or choose another --output_path")
     return None
 
 class TrainingState(L.Callback):

@@ -18,3 +18,18 @@ def test_download_models_fresh_process(tmp_path):
     assert lines[:5] == [str(sd / "v1-5-pruned-emaonly.safetensors")] + [
         str(sd / "tokenizer" / f) for f in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")]
     assert lines[5] == "('stable-diffusion-v1-5/stable-diffusion-v1-5', 'v1-5-pruned-emaonly.safetensors')"
+
+
+def test_readme_imports_work_in_a_fresh_process():
+    """Every `from diffsynth_nb import ...` line of the README works as the first line of a new interpreter
+    (an import cycle between the family modules and the sampler once broke the README's ModelManager examples)."""
+    from pathlib import Path
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    lines = sorted({l.strip() for l in readme.splitlines() if l.strip().startswith("from diffsynth_nb import ")})
+    assert len(lines) >= 3, lines
+    procs = {l: subprocess.Popen([sys.executable, "-c", l], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for l in lines}
+    failed = {}
+    for line, p in procs.items():
+        out, err = p.communicate(timeout=300)
+        if p.returncode: failed[line] = err.strip().splitlines()[-1:]
+    assert not failed, failed
