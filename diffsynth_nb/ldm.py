@@ -4,14 +4,17 @@
 
 # %% ../nbs/03a_ldm.ipynb #da10d4f4
 from __future__ import annotations
-import json, os, re
+import contextlib, json, os, re
+from typing import Callable
 from pathlib import Path
 import torch
-from .core import atomic_path
+from .core import atomic_path, family_of
 
 # %% auto #0
-__all__ = ['UNET_PREFIX', 'VAE_PREFIX', 'CLIP_PREFIX', 'unet_to_ldm', 'vae_to_ldm', 'clip_to_ldm', 'randomize_',
-           'open_clip_to_ldm', 'kohya_text_root', 'write_text_atomic', 'write_tiny_clip_tokenizer']
+__all__ = ['UNET_PREFIX', 'VAE_PREFIX', 'CLIP_PREFIX', 'TOKENIZER_FILES', 'TINY_METADATA', 'unet_to_ldm', 'vae_to_ldm',
+           'clip_to_ldm', 'randomize_', 'open_clip_to_ldm', 'kohya_text_root', 'write_text_atomic',
+           'write_tiny_clip_tokenizer', 'quiet_loading', 'release_file', 'check_release_keys', 'load_clip_tokenizer',
+           'ready_models']
 
 # %% ../nbs/03a_ldm.ipynb #a6589650
 UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."
@@ -151,3 +154,79 @@ def write_tiny_clip_tokenizer(folder:str|Path,
              "tokenizer_config.json": json.dumps(config, indent=2), "special_tokens_map.json": json.dumps(special, indent=2)}
     for name, text in files.items(): write_text_atomic(folder/name, text)
     return folder
+
+# %% ../nbs/03a_ldm.ipynb #a8ebe81c
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")   # a CLIP tokenizer folder
+TINY_METADATA = {"diffsynth_nb.variant": "tiny-random",
+                 "diffsynth_nb.note": "RANDOM WEIGHTS: a tiny test model, it draws noise, not pictures"}
+
+@contextlib.contextmanager
+def quiet_loading():
+    "Hide diffusers'/transformers' progress bars and info notices while loading (restored afterwards); errors still show."
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+    levels, bar = (dlog.get_verbosity(), tlog.get_verbosity()), dlog.is_progress_bar_enabled()
+    dlog.set_verbosity_error(); tlog.set_verbosity_error(); dlog.disable_progress_bar()
+    try: yield
+    finally:
+        dlog.set_verbosity(levels[0]); tlog.set_verbosity(levels[1])
+        if bar: dlog.enable_progress_bar()
+
+# %% ../nbs/03a_ldm.ipynb #6b10aa15
+def release_file(path:str|Path, # the checkpoint the user passed
+                 name:str, # the release in messages, e.g. "SD 1.5"
+                 example:str # where it lies under a `models` folder, e.g. "stable_diffusion/v1-5-pruned-emaonly.safetensors"
+                ) -> Path:
+    "`path` as a `Path` if it is a file; `IsADirectoryError` (naming the file to pass) or `FileNotFoundError` otherwise."
+    path = Path(path)
+    if path.is_dir(): raise IsADirectoryError(f"{path} is a folder; pass the checkpoint file itself, e.g. {path/example}")
+    if not path.is_file(): raise FileNotFoundError(f"{name} checkpoint not found: {path}")
+    return path
+
+def check_release_keys(path:Path, # the checkpoint, for messages
+                       keys:set[str], # its tensor names
+                       is_release:Callable[[set[str]], bool], # the family's test of `keys`, e.g. `is_sd15_checkpoint`
+                       release:str, # the release in messages, with its article: "an SD 1.5"
+                       lacks:str # what a file that is no release lacks, e.g. "the model.diffusion_model.* weights"
+                      ):
+    "`ValueError` unless `is_release(keys)`: it names the family the file belongs to, else what it lacks and that a LoRA goes to --lora_path."
+    if is_release(keys): return
+    other = family_of(keys)
+    raise ValueError(f"{path} is not {release} release checkpoint" + (f": it looks like a {other} release file, so use the {other} family"
+                     if other else f" (it lacks {lacks}); a LoRA file goes to --lora_path, not --pretrained_path"))
+
+# %% ../nbs/03a_ldm.ipynb #7c7e8c0b
+def load_clip_tokenizer(folder:str|Path, # the tokenizer folder
+                        what:str, # its name in messages: "CLIP", "CLIP-L", "OpenCLIP bigG"
+                        repo:str, # the hub repo its files come from
+                        preset:str, # the `download_models` preset that fetches them
+                        subfolder:str="", # their folder in `repo`, if any
+                        pad:str|None=None, # the pad token of the release's tokenizer, checked when given
+                        family:str="" # the family in the padding message, e.g. "SDXL"
+                       ):
+    "The `CLIPTokenizer` in `folder`, offline; `FileNotFoundError` naming the folder, files, repo and preset; `ValueError` on the wrong padding."
+    from transformers import CLIPTokenizer
+    folder = Path(folder)
+    if not all((folder/f).is_file() for f in ("vocab.json", "merges.txt")):
+        where = (f"the folder {subfolder}/ of " if subfolder else "") + f"the hub repo {repo}"
+        raise FileNotFoundError(f"{what} tokenizer not found in {folder}: put the files {', '.join(TOKENIZER_FILES)} from {where} there "
+                                f"(download_models([{preset!r}]) does)")
+    tok = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if pad is not None and tok.pad_token != pad:
+        raise ValueError(f"{folder}: the {what} tokenizer pads with {tok.pad_token!r}, {family}'s with {pad!r}; use the files of "
+                         f"{repo}/{subfolder}")
+    return tok
+
+# %% ../nbs/03a_ldm.ipynb #fbfefc24
+def ready_models(models:dict, # name → model or tokenizer, as the loader built them
+                 names, # the names of the models to check and move
+                 path:Path, # the checkpoint, for messages
+                 release:str, # the release in messages, with its article: "an SD 1.5"
+                 device="cpu") -> dict:
+    "`models` with `names` moved to `device` in eval mode; `KeyError` naming `path` if one has weights left on the meta device."
+    out = dict(models)
+    for name in names:
+        missing = [k for k, p in out[name].named_parameters() if p.is_meta]
+        if missing: raise KeyError(f"{path} has no weights for the {name}'s {missing[:3]}...: is it {release} release file?")
+        out[name] = out[name].to(device).eval()
+    return out

@@ -4,29 +4,29 @@
 
 # %% ../nbs/04_sd15.ipynb #89fd9192
 from __future__ import annotations
-import contextlib, json
+import json
 from pathlib import Path
 import torch
 import diffsynth_nb
 from .core import (DiffusionFamily, register_family, save_safetensors, read_safetensors_metadata, MODEL_PRESETS,
-                               safe_torch_load, safetensors_header, family_of)
+                               safe_torch_load, safetensors_header)
 from .schedules import DDPMSchedule, scaled_linear_betas, alphas_cumprod
 from .ldm import (kohya_text_root, UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX, unet_to_ldm, vae_to_ldm, clip_to_ldm,
-                              randomize_, write_tiny_clip_tokenizer)
+                              randomize_, write_tiny_clip_tokenizer,
+                              TOKENIZER_FILES, TINY_METADATA, quiet_loading, release_file, check_release_keys,
+                              load_clip_tokenizer, ready_models)
+_all_ = ["TOKENIZER_FILES", "TINY_METADATA", "quiet_loading"]   # shared now (see `ldm`), still exported from here
 
 # %% auto #0
-__all__ = ['CHECKPOINT_NAME', 'CONFIG_DIR', 'TINY_CONFIG_DIR', 'TOKENIZER_REPO', 'TOKENIZER_FILES', 'TINY_METADATA',
-           'release_scheduler_config', 'build_tiny_models', 'write_tiny_sd15', 'quiet_loading', 'is_sd15_checkpoint',
-           'load_sd15', 'SD15']
+__all__ = ['CHECKPOINT_NAME', 'CONFIG_DIR', 'TINY_CONFIG_DIR', 'TOKENIZER_REPO', 'release_scheduler_config', 'build_tiny_models',
+           'write_tiny_sd15', 'is_sd15_checkpoint', 'load_sd15', 'SD15', 'TOKENIZER_FILES', 'TINY_METADATA',
+           'quiet_loading']
 
 # %% ../nbs/04_sd15.ipynb #f6d4998c
 CHECKPOINT_NAME = "v1-5-pruned-emaonly.safetensors"
 CONFIG_DIR = Path(diffsynth_nb.__file__).parent/"configs"/"sd15"
 TINY_CONFIG_DIR = Path(diffsynth_nb.__file__).parent/"configs"/"sd15_tiny"
 TOKENIZER_REPO = "openai/clip-vit-large-patch14"
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
-TINY_METADATA = {"diffsynth_nb.variant": "tiny-random",
-                 "diffsynth_nb.note": "RANDOM WEIGHTS: a tiny test model, it draws noise, not pictures"}
 
 MODEL_PRESETS["StableDiffusion_v15"] = [
     ("stable-diffusion-v1-5/stable-diffusion-v1-5", CHECKPOINT_NAME, "stable_diffusion"),
@@ -65,18 +65,6 @@ def write_tiny_sd15(root:str|Path, # the `models` folder
     return path
 
 # %% ../nbs/04_sd15.ipynb #93b5d1ec
-@contextlib.contextmanager
-def quiet_loading():
-    "Hide diffusers'/transformers' progress bars and info notices while loading (restored afterwards); errors still show."
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-    levels, bar = (dlog.get_verbosity(), tlog.get_verbosity()), dlog.is_progress_bar_enabled()
-    dlog.set_verbosity_error(); tlog.set_verbosity_error(); dlog.disable_progress_bar()
-    try: yield
-    finally:
-        dlog.set_verbosity(levels[0]); tlog.set_verbosity(levels[1])
-        if bar: dlog.enable_progress_bar()
-
 def is_sd15_checkpoint(keys:set[str]) -> bool:
     "Whether tensor names `keys` are those of an SD 1.5 release file (LDM UNet and CLIP text encoder)."
     return {UNET_PREFIX + "input_blocks.0.0.weight", CLIP_PREFIX + "text_model.embeddings.token_embedding.weight"} <= keys
@@ -88,34 +76,21 @@ def load_sd15(checkpoint_path:str|Path, # `v1-5-pruned-emaonly.safetensors` (or 
     "`dict(unet, vae, text_encoder, tokenizer)` from an SD 1.5 release file, offline; errors name the missing path."
     with quiet_loading():   # importing the pipelines prints notices about optional packages
         from diffusers import StableDiffusionPipeline
-        from transformers import CLIPTokenizer
-    path = Path(checkpoint_path)
-    if path.is_dir(): raise IsADirectoryError(f"{path} is a folder; pass the checkpoint file itself, e.g. {path/'stable_diffusion'/CHECKPOINT_NAME}")
-    if not path.is_file(): raise FileNotFoundError(f"SD 1.5 checkpoint not found: {path}")
-    if path.suffix == ".safetensors" and not is_sd15_checkpoint(keys := safetensors_header(path)[0]):
-        other = family_of(keys)
-        raise ValueError(f"{path} is not an SD 1.5 release checkpoint" + (f": it looks like a {other} release file, so use the {other} family"
-                         if other else " (it lacks the model.diffusion_model.* and cond_stage_model.* weights); "
-                         "a LoRA file goes to --lora_path, not --pretrained_path"))
+    path = release_file(checkpoint_path, "SD 1.5", f"stable_diffusion/{CHECKPOINT_NAME}")
+    if path.suffix == ".safetensors":
+        check_release_keys(path, safetensors_header(path)[0], is_sd15_checkpoint, "an SD 1.5",
+                           "the model.diffusion_model.* and cond_stage_model.* weights")
     if config_dir is None:
         tiny = path.suffix == ".safetensors" and read_safetensors_metadata(path).get("diffsynth_nb.variant") == "tiny-random"
         config_dir = TINY_CONFIG_DIR if tiny else CONFIG_DIR
     if path.suffix != ".safetensors": safe_torch_load(path, mmap=True)  # refuse pickles that would run code, before diffusers opens it
-    tok_dir = Path(tokenizer_path) if tokenizer_path else path.parent/"tokenizer"
-    if not all((tok_dir/f).is_file() for f in ("vocab.json", "merges.txt")):
-        raise FileNotFoundError(f"CLIP tokenizer not found in {tok_dir}: put the files {', '.join(TOKENIZER_FILES)} from the hub "
-                                f"repo {TOKENIZER_REPO} there (download_models(['StableDiffusion_v15']) does)")
-    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
+    tokenizer = load_clip_tokenizer(tokenizer_path or path.parent/"tokenizer", "CLIP", TOKENIZER_REPO, "StableDiffusion_v15")
     with quiet_loading():
         pipe = StableDiffusionPipeline.from_single_file(str(path), config=str(config_dir), tokenizer=tokenizer, safety_checker=None,
                                                         feature_extractor=None, requires_safety_checker=False,
                                                         local_files_only=True, torch_dtype=torch_dtype)
     out = {"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder, "tokenizer": tokenizer}
-    for name in ("unet", "vae", "text_encoder"):
-        missing = [k for k, p in out[name].named_parameters() if p.is_meta]
-        if missing: raise KeyError(f"{path} has no weights for the {name}'s {missing[:3]}...: is it an SD 1.5 release file?")
-        out[name] = out[name].to(device).eval()
-    return out
+    return ready_models(out, ("unet", "vae", "text_encoder"), path, "an SD 1.5", device)
 
 # %% ../nbs/04_sd15.ipynb #d775628b
 @register_family

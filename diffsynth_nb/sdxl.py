@@ -9,18 +9,19 @@ from pathlib import Path
 import torch
 import diffsynth_nb
 from .core import (DiffusionFamily, register_family, save_safetensors, read_safetensors_metadata, MODEL_PRESETS,
-                   safetensors_header, load_families, FAMILIES, family_of)
+                   safetensors_header, load_families, FAMILIES)
 from .schedules import DDPMSchedule
 from .ldm import (UNET_PREFIX, VAE_PREFIX, unet_to_ldm, vae_to_ldm, clip_to_ldm, open_clip_to_ldm, randomize_,
-                  write_tiny_clip_tokenizer, write_text_atomic, kohya_text_root)
-from .sd15 import quiet_loading, TINY_METADATA
+                  write_tiny_clip_tokenizer, write_text_atomic, kohya_text_root, TOKENIZER_FILES, TINY_METADATA,
+                  quiet_loading, release_file, check_release_keys, load_clip_tokenizer, ready_models)
 from .inference import SDImagePipeline
+_all_ = ["TOKENIZER_FILES"]   # shared now (see `ldm`), still exported from here
 
 # %% auto #0
-__all__ = ['CHECKPOINT_NAME', 'CONFIG_DIR', 'TINY_CONFIG_DIR', 'CLIP_L_PREFIX', 'OPEN_CLIP_PREFIX', 'RELEASE_REPO',
-           'TOKENIZER_FILES', 'COMPONENTS', 'FP16_VAE_REPO', 'FP16_VAE_NAME', 'release_config', 'build_tiny_models',
-           'release_state_dict', 'write_tiny_sdxl', 'is_sdxl_checkpoint', 'load_fp16_vae', 'load_sdxl', 'time_ids',
-           'SDXL', 'write_tiny_fp16_vae', 'SDXLImagePipeline']
+__all__ = ['CHECKPOINT_NAME', 'CONFIG_DIR', 'TINY_CONFIG_DIR', 'CLIP_L_PREFIX', 'OPEN_CLIP_PREFIX', 'RELEASE_REPO', 'COMPONENTS',
+           'FP16_VAE_REPO', 'FP16_VAE_NAME', 'release_config', 'build_tiny_models', 'release_state_dict',
+           'write_tiny_sdxl', 'is_sdxl_checkpoint', 'load_fp16_vae', 'load_sdxl', 'time_ids', 'SDXL',
+           'write_tiny_fp16_vae', 'SDXLImagePipeline', 'TOKENIZER_FILES']
 
 # %% ../nbs/04b_sdxl.ipynb #9dd8904f
 CHECKPOINT_NAME = "sd_xl_base_1.0.safetensors"
@@ -28,7 +29,6 @@ CONFIG_DIR = Path(diffsynth_nb.__file__).parent/"configs"/"sdxl"
 TINY_CONFIG_DIR = Path(diffsynth_nb.__file__).parent/"configs"/"sdxl_tiny"
 CLIP_L_PREFIX, OPEN_CLIP_PREFIX = "conditioner.embedders.0.transformer.", "conditioner.embedders.1.model."
 RELEASE_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 FP16_VAE_REPO, FP16_VAE_NAME = "madebyollin/sdxl-vae-fp16-fix", "diffusion_pytorch_model.safetensors"
 
@@ -85,17 +85,9 @@ def is_sdxl_checkpoint(keys:set[str]) -> bool:
     return {UNET_PREFIX + "label_emb.0.0.weight", CLIP_L_PREFIX + "text_model.embeddings.token_embedding.weight",
             OPEN_CLIP_PREFIX + "text_projection"} <= keys
 
-def _tokenizer(folder:Path, what:str, pad:str):
-    "The CLIP tokenizer in `folder`; `FileNotFoundError` naming the folder and hub files, `ValueError` on the wrong padding."
-    from transformers import CLIPTokenizer
-    if not all((folder/f).is_file() for f in ("vocab.json", "merges.txt")):
-        raise FileNotFoundError(f"{what} tokenizer not found in {folder}: put the files {', '.join(TOKENIZER_FILES)} from the folder "
-                                f"{folder.name}/ of the hub repo {RELEASE_REPO} there (download_models(['StableDiffusionXL_v1']) does)")
-    tok = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
-    if tok.pad_token != pad:
-        raise ValueError(f"{folder}: the {what} tokenizer pads with {tok.pad_token!r}, SDXL's with {pad!r}; use the files of "
-                         f"{RELEASE_REPO}/{folder.name}")
-    return tok
+def _tokenizer(folder:str|Path, what:str, subfolder:str):
+    "The CLIP tokenizer of the release's `subfolder` (`tokenizer` or `tokenizer_2`) in `folder`, its padding checked (see `load_clip_tokenizer`)."
+    return load_clip_tokenizer(folder, what, RELEASE_REPO, "StableDiffusionXL_v1", subfolder, release_config(subfolder)["pad_token"], "SDXL")
 
 def load_fp16_vae(path:str|Path, # `sdxl-vae-fp16-fix/diffusion_pytorch_model.safetensors` (or its folder)
                   torch_dtype=torch.float16, device="cpu"):
@@ -127,19 +119,13 @@ def load_sdxl(checkpoint_path:str|Path, # `sd_xl_base_1.0.safetensors`
               fp16_vae_path:str|Path|None=None, # an fp16-safe VAE replacing the file's (see `load_fp16_vae`), kept in `torch_dtype`
               torch_dtype=torch.float32, device="cpu") -> dict:
     "`dict(unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2)` from the SDXL release file, offline; VAE in float32 (or the fp16-safe one)."
-    path = Path(checkpoint_path)
-    if path.is_dir(): raise IsADirectoryError(f"{path} is a folder; pass the checkpoint file itself, e.g. {path/'stable_diffusion_xl'/CHECKPOINT_NAME}")
-    if not path.is_file(): raise FileNotFoundError(f"SDXL checkpoint not found: {path}")
+    path = release_file(checkpoint_path, "SDXL", f"stable_diffusion_xl/{CHECKPOINT_NAME}")
     if path.suffix != ".safetensors": raise ValueError(f"{path}: the SDXL loader reads the release .safetensors file ({CHECKPOINT_NAME})")
     keys, meta = safetensors_header(path)
-    if not is_sdxl_checkpoint(keys):
-        other = family_of(keys)
-        raise ValueError(f"{path} is not an SDXL base release checkpoint" + (f": it looks like a {other} release file, so use the {other} family"
-                         if other else " (it lacks the model.diffusion_model.label_emb, conditioner.embedders.0/1 weights); "
-                         "a LoRA file goes to --lora_path, not --pretrained_path"))
+    check_release_keys(path, keys, is_sdxl_checkpoint, "an SDXL base", "the model.diffusion_model.label_emb, conditioner.embedders.0/1 weights")
     if config_dir is None: config_dir = TINY_CONFIG_DIR if meta.get("diffsynth_nb.variant") == "tiny-random" else CONFIG_DIR
-    tok = _tokenizer(Path(tokenizer_path) if tokenizer_path else path.parent/"tokenizer", "CLIP-L", release_config("tokenizer")["pad_token"])
-    tok2 = _tokenizer(Path(tokenizer_2_path) if tokenizer_2_path else path.parent/"tokenizer_2", "OpenCLIP bigG", release_config("tokenizer_2")["pad_token"])
+    tok = _tokenizer(tokenizer_path or path.parent/"tokenizer", "CLIP-L", "tokenizer")
+    tok2 = _tokenizer(tokenizer_2_path or path.parent/"tokenizer_2", "OpenCLIP bigG", "tokenizer_2")
     with quiet_loading():
         from diffusers import StableDiffusionXLPipeline, AutoencoderKL
         vae = (load_fp16_vae(fp16_vae_path, torch_dtype) if fp16_vae_path else
@@ -149,11 +135,7 @@ def load_sdxl(checkpoint_path:str|Path, # `sd_xl_base_1.0.safetensors`
                                                           add_watermarker=False, local_files_only=True, torch_dtype=torch_dtype)
     out = {"unet": pipe.unet, "vae": vae, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2,
            "tokenizer": tok, "tokenizer_2": tok2}
-    for name in COMPONENTS:
-        missing = [k for k, p in out[name].named_parameters() if p.is_meta]
-        if missing: raise KeyError(f"{path} has no weights for the {name}'s {missing[:3]}...: is it an SDXL base release file?")
-        out[name] = out[name].to(device).eval()
-    return out
+    return ready_models(out, COMPONENTS, path, "an SDXL base", device)
 
 # %% ../nbs/04b_sdxl.ipynb #284a2d4f
 def time_ids(original_size:torch.Tensor, # `[B, 2]` (height, width) of each image before resizing
