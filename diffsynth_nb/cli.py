@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_cli.ipynb #7648b4ee
 from __future__ import annotations
-import argparse, io, sys, typing
+import argparse, io, sys, typing, warnings
 from dataclasses import fields, MISSING
 from pathlib import Path
 import torch
@@ -15,7 +15,7 @@ from .trainer import TrainConfig, train_lora, TRAINING_STRATEGIES
 
 # %% auto #0
 __all__ = ['REQUIRED_FLAGS', 'add_config_flags', 'cmd_train', 'image_format', 'cmd_generate', 'cmd_tiny', 'cmd_demo',
-           'make_parser', 'main']
+           'HelpWithDefaults', 'make_parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #b682df18
 REQUIRED_FLAGS = ("pretrained_path", "dataset_path")
@@ -85,6 +85,8 @@ def cmd_generate(args):
     return out
 
 def cmd_tiny(args):
+    if Path(args.dir).exists() and not Path(args.dir).is_dir():
+        raise ValueError(f"{args.dir} is a file; give the models folder to write into (it is created if missing)")
     path = FAMILIES[args.family].write_tiny(args.dir)   # says on stderr that the weights are random
     print(path)   # stdout holds only the path: `ckpt=$(diffsynth-nb tiny sd15 models)`
     return path
@@ -94,17 +96,23 @@ def cmd_demo(args):
     return run_demo(args.output_path, args.dataset_path, steps=args.steps)
 
 # %% ../nbs/07_cli.ipynb #a6e050c9
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    "argparse help with `(default: …)` only where there is a default to show (not for required flags or `None`)."
+    def _get_help_string(self, action):
+        if action.required or action.default in (None, argparse.SUPPRESS) or "(default" in (action.help or ""): return action.help
+        return super()._get_help_string(action)
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffsynth-nb", description="Train and use LoRA adapters for text-to-image diffusion models.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     load_families(); fams = sorted(FAMILIES)   # register every family, not only those imported so far
-    fam_help = "model family: " + "; ".join(f"{n} = {(FAMILIES[n].__doc__ or n).splitlines()[0]}" for n in fams)
+    fam_help = "model family: " + "; ".join(f"{n} = {(FAMILIES[n].__doc__ or n).splitlines()[0].rstrip('.')}" for n in fams)
     t = sub.add_parser("train", help="train a LoRA (flags as the DiffSynth-Studio trainer)",
                        description="Train a LoRA. Writes OUTPUT_PATH/<family>_lora_epoch000.safetensors, ...epoch001... (0-based; "
                                    "the progress bar shows epoch000 (1 of N)) and loss.csv; prints the final file's path.")
     t.add_argument("family", choices=fams, help=fam_help); add_config_flags(t); t.set_defaults(func=cmd_train)
-    g = sub.add_parser("generate", help="generate an image, optionally with a LoRA", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = sub.add_parser("generate", help="generate an image, optionally with a LoRA", formatter_class=HelpWithDefaults)
     g.add_argument("family", choices=fams, help=fam_help)
     g.add_argument("--pretrained_path", required=True, help="release checkpoint of the base model")
     g.add_argument("--lora_path", help="LoRA .safetensors to merge")
@@ -123,7 +131,7 @@ def make_parser() -> argparse.ArgumentParser:
     y.add_argument("family", choices=fams, help=fam_help); y.add_argument("dir", help="models folder to write into; the checkpoint's path is printed on stdout")
     y.set_defaults(func=cmd_tiny)
     d = sub.add_parser("demo", help="train a LoRA on a tiny random SD 1.5 on the CPU, then generate before/after images",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpWithDefaults)
     d.add_argument("--output_path", default="runs/demo", help="folder for the model, data, LoRA, images and loss plot")
     d.add_argument("--dataset_path", default=None, help="training folder (default: pictures the demo draws)")
     d.add_argument("--steps", type=int, default=40, help="training steps")
@@ -134,9 +142,13 @@ def main(argv=None):
     "Entry point of the `diffsynth-nb` command."
     args = make_parser().parse_args(argv)
     from diffsynth_nb.trainer import NonFiniteLossError, TrainingInterrupted
+    verbose, show = getattr(args, "verbose", False), warnings.showwarning
+    if not verbose:   # our warnings as one line each, like the errors (--verbose keeps Python's file:line form)
+        warnings.showwarning = lambda message, category, *a, **k: print(f"diffsynth-nb {args.command}: warning: {message}", file=sys.stderr)
     try:
-        with quiet_third_party(getattr(args, "verbose", False)): args.func(args)   # --verbose (train) shows third-party notices
+        with quiet_third_party(verbose): args.func(args)   # --verbose (train) shows third-party notices
     except TrainingInterrupted as e:
         print(f"diffsynth-nb {args.command}: {e}", file=sys.stderr); sys.exit(143)   # 128 + SIGTERM, as shells report it
-    except (ValueError, FileNotFoundError, IsADirectoryError, NonFiniteLossError) as e:
+    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, NonFiniteLossError) as e:
         print(f"diffsynth-nb {args.command}: error: {e}", file=sys.stderr); sys.exit(2)
+    finally: warnings.showwarning = show

@@ -234,8 +234,10 @@ def detect_family(path:str|Path # a release checkpoint (`.safetensors`)
     "The registered family whose release layout matches the tensor names in `path`; `ValueError` if none does."
     keys = safetensors_header(path)[0]
     if (name := family_of(keys)) is not None: return FAMILIES[name]
+    lora = any("lora" in k for k in keys)
     raise ValueError(f"{path}: not a release checkpoint of a known family ({', '.join(sorted(FAMILIES))}); "
-                     f"its first keys are {sorted(keys)[:3]}")
+                     + ("it holds LoRA weights: a LoRA file goes to --lora_path (or load_lora), not --pretrained_path" if lora
+                        else f"its first keys are {sorted(keys)[:3]}"))
 
 # %% ../nbs/00_core.ipynb #db2c8448
 MODEL_PRESETS: dict[str, list[tuple[str, str, str]]] = {}

@@ -102,7 +102,7 @@ def warn_long_captions(rows:list[Row], # as returned by `read_metadata` (each wi
         if long[name]:
             shown = ", ".join(map(str, long[name][:10])) + (", …" if len(long[name]) > 10 else "")
             warnings.warn(f"{name}: {len(long[name])} caption(s) longer than its limit of {limit} tokens (start/end tokens "
-                          f"included) will be truncated to {limit} tokens: metadata.csv line(s) {shown}")
+                          f"included) will be truncated to {limit} tokens: {Path(rows[0][0]).parent/'metadata.csv'} line(s) {shown}")
     return long
 
 # %% ../nbs/01_data.ipynb #14bda9e8
