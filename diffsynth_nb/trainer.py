@@ -4,28 +4,26 @@
 
 # %% ../nbs/05_trainer.ipynb #c5c9b1cc
 from __future__ import annotations
-import contextlib, csv, datetime, io, json, math, os, shutil, socket, sys, tempfile, time, warnings, zipfile
+import contextlib, csv, io, json, math, shutil, warnings
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 import lightning as L
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.callbacks import ProgressBar
-from .core import get_family, weight_dtype, atomic_path, safe_torch_load, PRECISIONS, DiskFullError, quiet_third_party, progress_bar
+from .core import get_family, weight_dtype, atomic_path, PRECISIONS, DiskFullError, quiet_third_party, progress_bar
 from .data import TextImageDataset, make_dataloader, mix_seed, dataset_fingerprint, warn_long_captions
 from .lora import add_lora, save_lora
+from .runs import (SECRET_FLAGS, check_output_path, output_lock, launched_rank, AtomicCheckpointIO, DamagedStateError,
+                              check_state, state_paths, latest_good_state, kept_files)
 from .core import load_families
 load_families()   # registers the families and their presets
 
 # %% auto #0
-__all__ = ['SECRET_FLAGS', 'TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'LOCK_NAME', 'RESUME_MUST_MATCH', 'FIT_LOOP_KEYS',
-           'TrainConfig', 'check_config', 'check_output_path', 'OutputPathBusy', 'launched_rank', 'output_lock',
-           'NonFiniteLossError', 'interrupted_lora_path', 'LoRATrainer', 'public_config', 'gathered_lora', 'ExportLoRA',
-           'LossHistory', 'AtomicCheckpointIO', 'DamagedStateError', 'load_state', 'is_deepspeed_state', 'check_state',
-           'state_paths', 'latest_good_state', 'TrainingState', 'make_strategy', 'train_lora', 'kept_files',
-           'TrainingInterrupted']
+__all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'RESUME_MUST_MATCH', 'TrainConfig', 'check_config', 'NonFiniteLossError',
+           'interrupted_lora_path', 'LoRATrainer', 'public_config', 'gathered_lora', 'ExportLoRA', 'LossHistory',
+           'TrainingState', 'make_strategy', 'train_lora', 'TrainingInterrupted']
 
 # %% ../nbs/05_trainer.ipynb #b771359c
 @dataclass
@@ -66,7 +64,6 @@ class TrainConfig:
     accelerator: str = "auto"              # new: auto, cpu or gpu
     verbose: bool = False                  # new: also show third-party notices (Lightning's device lines and tips, deprecation warnings)
 
-SECRET_FLAGS = ("modelscope_access_token",)   # never written into LoRA headers, lock files or messages
 TRAINING_STRATEGIES = ("auto", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3")
 INIT_LORA_WEIGHTS = {"kaiming": True, "gaussian": "gaussian"}
 
@@ -104,65 +101,6 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     if not Path(cfg.pretrained_path).exists():
         raise FileNotFoundError(f"--pretrained_path {cfg.pretrained_path}: no such file")
     return cfg
-
-# %% ../nbs/05_trainer.ipynb #0d640aef
-def check_output_path(output_path:str|Path # the --output_path folder (created if missing)
-                     ) -> Path:
-    "Create `output_path` if needed and check that a file can be written in it; `ValueError` naming `--output_path` otherwise."
-    path = Path(output_path)
-    try:   # every step can meet a folder we may not enter (PermissionError is an OSError)
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"--output_path {path} is a file, not a folder; choose a folder for the LoRA files (it is created if missing)")
-        above = next((p for p in path.parents if p.exists()), None)
-        if not path.exists() and above is not None and not above.is_dir():
-            raise ValueError(f"--output_path {path}: {above} is a file, so no folder can be made under it; choose another --output_path")
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write_test.", suffix=".tmp")
-        os.close(fd); os.remove(probe)
-    except OSError as e:
-        raise ValueError(f"--output_path {path} cannot be written to ({os.strerror(e.errno) if e.errno else e}); "
-                         f"choose a folder you can write to, or fix its permissions or mount") from None
-    return path
-
-# %% ../nbs/05_trainer.ipynb #af6c336f
-LOCK_NAME = ".diffsynth_nb.lock"
-
-class OutputPathBusy(ValueError):
-    "Another training run holds the lock on the same `--output_path`."
-
-def launched_rank() -> int:
-    "The global rank this process was started with by a launcher (Lightning, torchrun, SLURM); 0 for the launching process."
-    ranks = [os.environ.get(v, "") for v in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")]
-    return max((int(r) for r in ranks if r.strip().isdigit()), default=0)
-
-def _redacted(argv:list[str]) -> list[str]:
-    "`argv` with the values of secret flags (access tokens) replaced by `***`, for files and messages others can read."
-    secret = {f"--{f}" for f in SECRET_FLAGS}
-    return [("***" if i and argv[i - 1] in secret else a.split("=", 1)[0] + "=***" if a.split("=", 1)[0] in secret and "=" in a else a)
-            for i, a in enumerate(argv)]
-
-@contextlib.contextmanager
-def output_lock(output_path:str|Path # the --output_path folder
-               ):
-    "Hold the lock on `output_path` while training; `OutputPathBusy` naming the PID and start time of the run holding it."
-    if launched_rank() != 0: yield; return   # a process of a run whose launching process holds the lock
-    from filelock import FileLock, Timeout
-    path = Path(output_path)/LOCK_NAME
-    holder = {"pid": os.getpid(), "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "host": socket.gethostname(), "command": " ".join(_redacted(sys.argv))}
-    def stamp(fd): os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(holder).encode(), 0)
-    lock = FileLock(path, timeout=0, on_acquired=stamp)
-    try: lock.acquire()
-    except Timeout:
-        other = {}
-        for _ in range(20):   # the holder writes its details just after it locks
-            with contextlib.suppress(OSError, ValueError): other = json.loads(path.read_text()); break
-            time.sleep(0.05)
-        raise OutputPathBusy(f"--output_path {output_path} is in use by another training run (PID {other.get('pid', '?')}, "
-                             f"started {other.get('started', '?')} on {other.get('host', '?')}: {other.get('command', '?')}); "
-                             f"wait for it to finish or stop it, or choose another --output_path") from None
-    try: yield
-    finally: lock.release()
 
 # %% ../nbs/05_trainer.ipynb #4641c927
 class NonFiniteLossError(RuntimeError):
@@ -349,100 +287,6 @@ class LossHistory(L.Callback):
         with atomic_path(Path(pl_module.cfg.output_path)/"loss.csv", needed=len(data)) as tmp: tmp.write_bytes(data)
 
 # %% ../nbs/05_trainer.ipynb #8c8f46a3
-class AtomicCheckpointIO(TorchCheckpointIO):
-    "Lightning checkpoint I/O that writes through a temporary file and reads with `weights_only=True`."
-    def save_checkpoint(self, checkpoint, path, storage_options=None):
-        buf = io.BytesIO(); torch.save(checkpoint, buf)   # torch's own file writer turns a full disk into a vague RuntimeError
-        with atomic_path(path, needed=buf.getbuffer().nbytes) as tmp, open(tmp, "wb") as f: f.write(buf.getbuffer())
-    def load_checkpoint(self, path, map_location=None, weights_only=None):
-        return load_state(path)
-
-class DamagedStateError(ValueError):
-    "A training state file that is incomplete, corrupted, or holds the wrong structure."
-
-FIT_LOOP_KEYS = ("state_dict", "epoch_loop.state_dict", "epoch_progress", "epoch_loop.batch_progress",
-                 "epoch_loop.automatic_optimization.optim_progress")   # what Lightning's restore of the fit loop reads
-
-def _counters(x) -> bool:
-    "Whether `x` is a (nested) dict of Lightning's progress counters: ints and bools only."
-    return isinstance(x, dict) and all(_counters(v) if isinstance(v, dict) else isinstance(v, int) for v in x.values())
-
-def _is_state(state) -> bool:
-    "Whether `state` has the structure of a Lightning checkpoint written by `train_lora` (types only, not values)."
-    d = lambda x: isinstance(x, dict)
-    fit = state.get("loops", {}).get("fit_loop") if d(state) and d(state.get("loops")) else None
-    rows = state.get("callbacks", {}).get("LossHistory", {}).get("rows") if d(state) and d(state.get("callbacks")) and d(state["callbacks"].get("LossHistory")) else None
-    return (d(state) and d(state.get("diffsynth_nb")) and d(state["diffsynth_nb"].get("config")) and d(fit)
-            and all(k in fit for k in FIT_LOOP_KEYS) and d(fit["state_dict"]) and d(fit["epoch_loop.state_dict"])
-            and all(_counters(v) for k, v in fit.items() if k.endswith("progress"))
-            and isinstance(rows, list) and all(isinstance(r, (list, tuple)) and len(r) == 3 for r in rows)
-            and isinstance(state.get("global_step"), int) and isinstance(state.get("epoch"), int)
-            and d(state.get("state_dict")) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in state["state_dict"].items())
-            and isinstance(state.get("optimizer_states"), list) and len(state["optimizer_states"]) > 0
-            and all(d(o) and d(o.get("state")) and isinstance(o.get("param_groups"), list) and all(map(d, o["param_groups"]))
-                    for o in state["optimizer_states"])
-            and d(state.get("callbacks")) and all(map(d, state["callbacks"].values())))
-
-def load_state(path:str|Path) -> dict:
-    "A training state written by `train_lora`, read with `weights_only=True`; `ValueError` naming the file otherwise (damaged: `DamagedStateError`)."
-    path = Path(path)
-    if path.is_dir(): raise IsADirectoryError(f"{path} is a folder; pass a state file such as {path}/step=00000100.ckpt "
-                                              f"(state folders are DeepSpeed's, read only with --training_strategy deepspeed_*)")
-    if path.is_file() and path.stat().st_size == 0: raise DamagedStateError(f"{path} is empty (0 bytes): a state that was never written")
-    if zipfile.is_zipfile(path):   # a state is a zip whose every part has a CRC-32: any changed byte of data is found here
-        try:
-            with zipfile.ZipFile(path) as z: bad = z.testzip()
-        except Exception as e: bad = f"{type(e).__name__}: {e}"
-        if bad: raise DamagedStateError(f"{path} is damaged (its part {bad} fails its checksum); it cannot be resumed from")
-    try: state = safe_torch_load(path)
-    except FileNotFoundError: raise
-    except ValueError as e: raise DamagedStateError(str(e)) from None   # names the file
-    except Exception as e: raise DamagedStateError(f"{path} cannot be read ({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(state, dict) or "loops" not in state or "diffsynth_nb" not in state:
-        raise DamagedStateError(f"{path} is not a training state written by diffsynth_nb (those are <output_path>/states/step=*.ckpt)")
-    if not _is_state(state): raise DamagedStateError(f"{path} is damaged: it lacks parts of a training state or holds the wrong types")
-    return state
-
-def is_deepspeed_state(path:str|Path) -> bool:
-    "Whether `path` is a DeepSpeed checkpoint folder (a `latest` file and `<tag>/*model_states.pt`)."
-    path = Path(path)
-    return path.is_dir() and (path/"latest").is_file() and any(path.glob("*/*model_states.pt"))
-
-def check_state(path:str|Path, module=None) -> dict|None:
-    "Load and check the state at `path` (against `module`'s LoRA and settings when given); `ValueError` naming `path` if unusable."
-    path = Path(path)
-    deepspeed = module is not None and module.cfg.training_strategy.startswith("deepspeed")
-    if path.is_dir():
-        if not is_deepspeed_state(path):
-            raise DamagedStateError(f"{path} is a folder but not a DeepSpeed state folder (no 'latest' file and <tag>/*model_states.pt); "
-                                    f"states of this trainer are files such as {path.parent}/step=00000100.ckpt")
-        if module is not None and not deepspeed:
-            raise ValueError(f"{path} is a DeepSpeed state folder: resume it with the --training_strategy it was written with")
-        return None
-    if deepspeed: raise ValueError(f"{path} is a state file; with --training_strategy {module.cfg.training_strategy} states are DeepSpeed folders")
-    state = load_state(path)
-    if module is not None: module.check_state(state, path)
-    return state
-
-def state_paths(output_path:str|Path) -> list[Path]:
-    "Saved training states in `output_path/states`, oldest first."
-    return sorted((Path(output_path)/"states").glob("step=*.ckpt"))
-
-def latest_good_state(output_path:str|Path, # the run's --output_path
-                      module=None # the `LoRATrainer` to resume: states whose LoRA does not fit it are skipped
-                     ) -> Path|None:
-    "The newest usable state in `output_path/states` (older ones are tried, with a warning, if it is damaged); `None` if there is none; `ValueError` if there are states and none is usable (they are never overwritten)."
-    if launched_rank() == 0:   # only the process holding the output lock cleans up
-        for tmp in (Path(output_path)/"states").glob(".step=*.tmp"): tmp.unlink(missing_ok=True)   # from a kill during a write
-    paths, why = state_paths(output_path), []
-    for path in reversed(paths):
-        try: check_state(path, module); return path
-        except (DamagedStateError, OSError) as e: warnings.warn(f"skipping unreadable state {path}: {e}"); why.append(str(e))   # other settings: raised
-    if paths: raise ValueError(f"--resume: none of the {len(paths)} training states in {Path(output_path)/'states'} can be used "
-                               f"({'; '.join(why[:2])}); they are left as they are. Resume from one with --resume_from, move them "
-                               f"away, or choose another --output_path")
-    return None
-
 class TrainingState(L.Callback):
     "Save the full training state every `every_n_steps` optimizer steps and at each epoch end; keep the newest `keep_last`."
     def __init__(self, every_n_steps:int, keep_last:int): self.every_n_steps, self.keep_last, self.last_saved, self.step_before = every_n_steps, keep_last, None, None
@@ -517,13 +361,6 @@ def _train(family, family_cls, cfg, callbacks):
     final = next(iter(sorted(Path(cfg.output_path).glob(f"{family}_lora_epoch*.safetensors"))[-1:]), None)
     if final is not None: print(f"training had already finished; its final LoRA is {final}")
     return final
-
-def kept_files(output_path) -> str:
-    "The newest LoRA file(s) and training state in `output_path`, as a phrase for error messages."
-    out = Path(output_path)
-    loras = sorted(out.glob("*_lora_*.safetensors"), key=lambda p: p.stat().st_mtime)[-2:]
-    states = state_paths(out)[-1:]
-    return ", ".join(str(p) for p in loras + states) or "nothing yet (no LoRA file or state had been written)"
 
 class TrainingInterrupted(RuntimeError):
     "Training was stopped from outside (SIGTERM); the message says how to continue."
