@@ -13,7 +13,7 @@ from .core import atomic_path, safe_torch_load
 # %% auto #0
 __all__ = ['LOCK_NAME', 'SECRET_FLAGS', 'FIT_LOOP_KEYS', 'check_output_path', 'OutputPathBusy', 'launched_rank', 'output_lock',
            'AtomicCheckpointIO', 'DamagedStateError', 'load_state', 'is_deepspeed_state', 'check_state', 'state_paths',
-           'latest_good_state', 'kept_files']
+           'latest_good_state', 'remove_if_unused', 'kept_files']
 
 # %% ../nbs/05a_runs.ipynb #0d640aef
 def check_output_path(output_path:str|Path # the --output_path folder (created if missing)
@@ -124,7 +124,8 @@ def load_state(path:str|Path) -> dict:
     try: state = safe_torch_load(path)
     except FileNotFoundError: raise
     except ValueError as e: raise DamagedStateError(str(e)) from None   # names the file
-    except Exception as e: raise DamagedStateError(f"{path} cannot be read ({type(e).__name__}: {str(e)[:200]})") from None
+    except Exception as e: raise DamagedStateError(f"{path} cannot be read as a training state ({type(e).__name__}: {str(e)[:200]}); "
+                                                   f"states are the files <output_path>/states/step=*.ckpt") from None
     if not isinstance(state, dict) or "loops" not in state or "diffsynth_nb" not in state:
         raise DamagedStateError(f"{path} is not a training state written by diffsynth_nb (those are <output_path>/states/step=*.ckpt)")
     if not _is_state(state): raise DamagedStateError(f"{path} is damaged: it lacks parts of a training state or holds the wrong types")
@@ -169,6 +170,14 @@ def latest_good_state(output_path:str|Path, # the run's --output_path
                                f"({'; '.join(why[:2])}); they are left as they are. Resume from one with --resume_from, move them "
                                f"away, or choose another --output_path")
     return None
+
+def remove_if_unused(output_path:str|Path # a run's --output_path, made by that run
+                    ) -> bool:
+    "Remove `output_path` if it holds nothing but the lock file (a run refused before it wrote anything); whether it did."
+    out = Path(output_path)
+    if not out.is_dir() or {p.name for p in out.iterdir()} - {LOCK_NAME}: return False
+    (out/LOCK_NAME).unlink(missing_ok=True); out.rmdir()
+    return True
 
 def kept_files(output_path) -> str:
     "The newest LoRA file(s) and training state in `output_path`, as a phrase for error messages."

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from .core import get_family, weight_dtype, atomic_path, PRECISIONS, DiskFullError, quiet_third_party, progress_bar
 from .data import TextImageDataset, make_dataloader, mix_seed, dataset_fingerprint, warn_long_captions
 from .lora import add_lora, save_lora
-from .runs import (SECRET_FLAGS, check_output_path, output_lock, launched_rank, AtomicCheckpointIO, DamagedStateError,
+from .runs import (remove_if_unused, SECRET_FLAGS, check_output_path, output_lock, launched_rank, AtomicCheckpointIO, DamagedStateError,
                               check_state, state_paths, latest_good_state, kept_files)
 from .core import load_families
 load_families()   # registers the families and their presets
@@ -269,7 +269,12 @@ class ExportLoRA(L.Callback):
         except OSError as e:   # e.g. the full disk that stopped the run: say so, but never hide the error that stopped it
             if not isinstance(exception, DiskFullError): print(f"training stopped ({type(exception).__name__}); the LoRA so far could not be saved: {e}")
             return
-        print(f"training stopped ({type(exception).__name__}); LoRA weights so far saved to {path}")
+        why = {"KeyboardInterrupt": "Ctrl-C", "SIGTERMException": "SIGTERM"}.get(type(exception).__name__, type(exception).__name__)
+        states, n = state_paths(pl_module.cfg.output_path), pl_module.cfg.save_state_every_n_steps
+        then = (f"; run the same command with --resume to continue from {states[-1]}" if states else
+                f"; no training state was saved yet (one is saved every --save_state_every_n_steps {n} steps and at each epoch end), "
+                f"so --resume would start over")
+        print(f"training stopped ({why}); LoRA weights so far saved to {path}{then}")
 
 class LossHistory(L.Callback):
     "Keep `(batch, epoch, loss)` of every batch and write them to `output_path/loss.csv` at each epoch end."
@@ -319,8 +324,13 @@ def train_lora(family:str="sd15", # model family: sd15 (sdxl, kolors, sd3, hunyu
     family_cls = get_family(family)
     cfg = TrainConfig(**{**(asdict(cfg) if cfg else {}), **kwargs})
     check_config(cfg, family_cls)
+    created = not Path(cfg.output_path).exists()
     check_output_path(cfg.output_path)
-    with output_lock(cfg.output_path): return _train(family, family_cls, cfg, callbacks)
+    try:
+        with output_lock(cfg.output_path): return _train(family, family_cls, cfg, callbacks)
+    except BaseException:
+        if created and launched_rank() == 0: remove_if_unused(cfg.output_path)   # a refused run leaves no empty folder behind
+        raise
 
 def _train(family, family_cls, cfg, callbacks):
     "The body of `train_lora`, run while holding the lock on `cfg.output_path`."
