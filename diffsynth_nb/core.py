@@ -13,7 +13,7 @@ __all__ = ['PRECISIONS', 'DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODE
            'weight_dtype', 'DiskFullError', 'human_size', 'atomic_path', 'save_safetensors',
            'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'sample_data',
            'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of', 'detect_family',
-           'download_models', 'quiet_third_party', 'epoch_label', 'progress_bar']
+           'download_models', 'DownloadError', 'quiet_third_party', 'epoch_label', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 PRECISIONS = ("32", "16", "16-mixed", "bf16-mixed")
@@ -256,8 +256,15 @@ def download_models(presets:list[str], # names in `MODEL_PRESETS`, e.g. `["Stabl
     paths = []
     for preset in presets:
         for repo_id, filename, folder in MODEL_PRESETS[preset]:
-            paths.append(Path(downloader(repo_id, filename, str(Path(root)/folder))))
+            try: paths.append(Path(downloader(repo_id, filename, str(Path(root)/folder))))
+            except (OSError, ValueError) as e:   # offline, no such file, a gated repo: one line, not the hub client's traceback
+                raise DownloadError(f"{preset}: could not fetch {filename} from {repo_id} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                                    f"check the network (and HF_HUB_OFFLINE, HF_TOKEN for gated repos), or put the file at "
+                                    f"{Path(root)/folder/filename} yourself. Files fetched so far are kept.") from None
     return paths
+
+class DownloadError(ValueError):
+    "A preset's file could not be fetched; the message names the preset, file, repo and where to put it by hand."
 
 # %% ../nbs/00_core.ipynb #5c245e27
 import logging, warnings
