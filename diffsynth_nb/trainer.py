@@ -15,15 +15,16 @@ from lightning.pytorch.callbacks import ProgressBar
 from .core import get_family, weight_dtype, atomic_path, PRECISIONS, DiskFullError, quiet_third_party, progress_bar
 from .data import TextImageDataset, make_dataloader, mix_seed, dataset_fingerprint, warn_long_captions
 from .lora import add_lora, save_lora
-from .runs import (remove_if_unused, SECRET_FLAGS, check_output_path, output_lock, launched_rank, AtomicCheckpointIO, DamagedStateError,
+from .runs import (remove_if_unused, load_state, SECRET_FLAGS, check_output_path, output_lock, launched_rank, AtomicCheckpointIO, DamagedStateError,
                               check_state, state_paths, latest_good_state, kept_files)
 from .core import load_families
 load_families()   # registers the families and their presets
 
 # %% auto #0
 __all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'RESUME_MUST_MATCH', 'TrainConfig', 'check_config', 'NonFiniteLossError',
-           'interrupted_lora_path', 'LoRATrainer', 'public_config', 'gathered_lora', 'ExportLoRA', 'LossHistory',
-           'TrainingState', 'make_strategy', 'train_lora', 'TrainingInterrupted']
+           'interrupted_lora_path', 'LoRATrainer', 'public_config', 'check_settings', 'check_resume_before_loading',
+           'gathered_lora', 'ExportLoRA', 'LossHistory', 'TrainingState', 'make_strategy', 'train_lora',
+           'TrainingInterrupted']
 
 # %% ../nbs/05_trainer.ipynb #b771359c
 @dataclass
@@ -188,24 +189,8 @@ class LoRATrainer(L.LightningModule):
         if missing: raise ValueError(f"the saved state lacks LoRA weights such as {sorted(missing)[:2]}; was it written by another run?")
 
     def check_settings(self, info:dict):
-        "`ValueError` naming the flag when a saved state's settings or dataset differ from this run's."
-        saved = info.get("config", {})
-        if info.get("family") != self.family.name:
-            raise ValueError(f"the saved states are of a {info.get('family')} run, this is {self.family.name}; resume with the "
-                             f"{info.get('family')} family, or start a new run in another --output_path")
-        for flag in ("pretrained_path", "pretrained_fp16_vae_path"):   # the base model: the same file (by name), wherever it lives now
-            old, new = (Path(v).name if v else None for v in (saved.get(flag), getattr(self.cfg, flag, None)))
-            if old != new:
-                raise ValueError(f"--{flag} {getattr(self.cfg, flag, None)} is not the model of the saved states ({saved.get(flag)}); "
-                                 f"resume with the same base model, or start a new run in another --output_path")
-        for flag in RESUME_MUST_MATCH:
-            old, new = saved.get(flag), json.loads(json.dumps(getattr(self.cfg, flag), default=str))
-            if old != new:
-                raise ValueError(f"--{flag} {new} differs from the saved state's {old}; resume with the same value, "
-                                 f"or start a new run in another --output_path")
-        if info.get("dataset") != self.fingerprint():
-            raise ValueError(f"--dataset_path {self.cfg.dataset_path}: the images or captions changed since the saved state; "
-                             f"resume with the same data, or start a new run in another --output_path")
+        "`ValueError` naming the flag when a saved state's settings or dataset differ from this run's (see `check_settings`)."
+        check_settings(info, self.cfg, self.family.name, self.fingerprint())
 
     def check_state(self, state:dict, path):
         "Check a loaded state against this model: other settings `ValueError`; LoRA or optimizer tensors that do not fit: `DamagedStateError`."
@@ -232,6 +217,40 @@ def public_config(cfg:TrainConfig) -> dict:
 
 RESUME_MUST_MATCH = ("lora_rank", "lora_alpha", "lora_target_modules", "init_lora_weights", "batch_size", "steps_per_epoch",
                      "accumulate_grad_batches", "seed", "height", "width", "center_crop", "random_flip", "precision", "snr_gamma")
+
+def check_settings(info:dict, # a state's `diffsynth_nb` entry (family, config, dataset fingerprint)
+                   cfg:TrainConfig, family:str, # this run's settings and family name
+                   fingerprint:str|None # `dataset_fingerprint` of this run's rows
+                  ):
+    "`ValueError` naming the flag when a saved state's family, base model, settings or dataset differ from this run's; needs no model."
+    saved = info.get("config", {})
+    if info.get("family") != family:
+        raise ValueError(f"the saved states are of a {info.get('family')} run, this is {family}; resume with the "
+                         f"{info.get('family')} family, or start a new run in another --output_path")
+    for flag in ("pretrained_path", "pretrained_fp16_vae_path"):   # the base model: the same file (by name), wherever it lives now
+        old, new = (Path(v).name if v else None for v in (saved.get(flag), getattr(cfg, flag, None)))
+        if old != new:
+            raise ValueError(f"--{flag} {getattr(cfg, flag, None)} is not the model of the saved states ({saved.get(flag)}); "
+                             f"resume with the same base model, or start a new run in another --output_path")
+    for flag in RESUME_MUST_MATCH:
+        old, new = saved.get(flag), json.loads(json.dumps(getattr(cfg, flag), default=str))
+        if old != new:
+            raise ValueError(f"--{flag} {new} differs from the saved state's {old}; resume with the same value, "
+                             f"or start a new run in another --output_path")
+    if info.get("dataset") != fingerprint:
+        raise ValueError(f"--dataset_path {cfg.dataset_path}: the images or captions changed since the saved state; "
+                         f"resume with the same data, or start a new run in another --output_path")
+
+def check_resume_before_loading(cfg:TrainConfig, family:str, fingerprint:str|None):
+    "Check the state that `--resume_from`/`--resume` will use against this run's settings before the model is loaded (seconds, not minutes)."
+    paths = [Path(cfg.resume_from)] if cfg.resume_from else list(reversed(state_paths(cfg.output_path))) if cfg.resume else []
+    for path in paths:
+        if path.is_dir(): return                       # DeepSpeed's folders: checked once the model is built
+        try: state = load_state(path)
+        except DamagedStateError:
+            if cfg.resume_from: raise
+            continue                                   # --resume falls back to an older state, checked with the model
+        return check_settings(state["diffsynth_nb"], cfg, family, fingerprint)
 
 # %% ../nbs/05_trainer.ipynb #11718373
 def gathered_lora(trainer, pl_module):
@@ -342,6 +361,7 @@ def _train(family, family_cls, cfg, callbacks):
                                skip_bad_images=cfg.skip_bad_images)
     ckpt_path = cfg.resume_from
     if ckpt_path is not None: check_state(ckpt_path)   # a clear error now, before the model loads, not deep inside Lightning
+    check_resume_before_loading(cfg, family_cls.name, dataset_fingerprint(dataset.rows))   # a changed flag: said before the model loads
     if launched_rank() == 0: print(f"loading the {family} model from {cfg.pretrained_path}", flush=True)
     fam = family_cls.from_pretrained(cfg.pretrained_path, torch_dtype=weight_dtype(cfg.precision), **family_cls.load_kwargs(cfg))
     warn_long_captions(dataset.rows, fam.tokenizers())   # one warning per text encoder, not silent truncation
