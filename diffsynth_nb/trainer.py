@@ -31,6 +31,8 @@ class TrainConfig:
     "Settings of one LoRA training run; field names are the seed trainer's command-line flags."
     pretrained_path: str = None            # release checkpoint of the base model (SD 1.5: v1-5-pruned-emaonly.safetensors)
     pretrained_fp16_vae_path: str = None   # fp16-safe VAE (sdxl-vae-fp16-fix) replacing the checkpoint's VAE (SDXL, Kolors)
+    pretrained_unet_path: str = None       # the seed's Kolors flag: kolors/Kolors/unet/diffusion_pytorch_model.safetensors (Kolors' main model path)
+    pretrained_text_encoder_path: str = None  # the seed's Kolors flag: the ChatGLM3 folder kolors/Kolors/text_encoder
     dataset_path: str = None               # folder holding train/metadata.csv (columns file_name,text) and the images
     output_path: str = "./"                # folder for the LoRA files (one per epoch) and loss.csv
     lora_target_modules: str = None        # comma-separated module names to adapt (None: the family's, to_q,to_k,to_v,to_out.0 for SD 1.5)
@@ -97,9 +99,10 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     if cfg.resume_from is not None and not Path(cfg.resume_from).exists():
         raise FileNotFoundError(f"--resume_from {cfg.resume_from}: no such state file (states are in <output_path>/states/step=*.ckpt)")
     if cfg.dataset_path is None: raise ValueError("--dataset_path is required: a folder holding train/metadata.csv")
-    if cfg.pretrained_path is None: raise ValueError("--pretrained_path is required: the base model's release checkpoint")
-    if not Path(cfg.pretrained_path).exists():
-        raise FileNotFoundError(f"--pretrained_path {cfg.pretrained_path}: no such file")
+    main = family_cls.main_flag   # the family's model-path flag: --pretrained_path, Kolors' --pretrained_unet_path
+    if getattr(cfg, main) is None: raise ValueError(f"--{main} is required: the base model's release checkpoint")
+    if not Path(getattr(cfg, main)).exists():
+        raise FileNotFoundError(f"--{main} {getattr(cfg, main)}: no such file")
     return cfg
 
 # %% ../nbs/05_trainer.ipynb #4641c927
@@ -193,7 +196,7 @@ class LoRATrainer(L.LightningModule):
         if info.get("family") != self.family.name:
             raise ValueError(f"the saved states are of a {info.get('family')} run, this is {self.family.name}; resume with the "
                              f"{info.get('family')} family, or start a new run in another --output_path")
-        for flag in ("pretrained_path", "pretrained_fp16_vae_path"):   # the base model: the same file (by name), wherever it lives now
+        for flag in (self.family.main_flag, *self.family.load_flags):   # the base model: the same files (by name), wherever they live now
             old, new = (Path(v).name if v else None for v in (saved.get(flag), getattr(self.cfg, flag, None)))
             if old != new:
                 raise ValueError(f"--{flag} {getattr(self.cfg, flag, None)} is not the model of the saved states ({saved.get(flag)}); "
@@ -342,8 +345,9 @@ def _train(family, family_cls, cfg, callbacks):
                                skip_bad_images=cfg.skip_bad_images)
     ckpt_path = cfg.resume_from
     if ckpt_path is not None: check_state(ckpt_path)   # a clear error now, before the model loads, not deep inside Lightning
-    if launched_rank() == 0: print(f"loading the {family} model from {cfg.pretrained_path}", flush=True)
-    fam = family_cls.from_pretrained(cfg.pretrained_path, torch_dtype=weight_dtype(cfg.precision), **family_cls.load_kwargs(cfg))
+    main_path = getattr(cfg, family_cls.main_flag)
+    if launched_rank() == 0: print(f"loading the {family} model from {main_path}", flush=True)
+    fam = family_cls.from_pretrained(main_path, torch_dtype=weight_dtype(cfg.precision), **family_cls.load_kwargs(cfg))
     warn_long_captions(dataset.rows, fam.tokenizers())   # one warning per text encoder, not silent truncation
     module = LoRATrainer(fam, cfg, dataset)
     if ckpt_path is not None: check_state(ckpt_path, module)   # its LoRA tensors fit this model
