@@ -12,6 +12,7 @@ _EXPORTS = {
     "download_models": "core", "get_family": "core",
     "SD15": "sd15", "write_tiny_sd15": "sd15", "load_sd15": "sd15",
     "SDXL": "sdxl", "SDXLImagePipeline": "sdxl", "write_tiny_sdxl": "sdxl", "load_sdxl": "sdxl",
+    "Kolors": "kolors", "KolorsImagePipeline": "kolors", "write_tiny_kolors": "kolors", "load_kolors": "kolors",
     "run_demo": "demo",
 }
 __all__ = list(_EXPORTS)

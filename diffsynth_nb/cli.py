@@ -18,7 +18,7 @@ __all__ = ['REQUIRED_FLAGS', 'add_config_flags', 'cmd_train', 'image_format', 'c
            'HelpWithDefaults', 'make_parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #b682df18
-REQUIRED_FLAGS = ("pretrained_path", "dataset_path")
+REQUIRED_FLAGS = ("dataset_path",)   # the model-path flag is per family: check_config requires it
 
 def add_config_flags(parser:argparse.ArgumentParser, cls=TrainConfig,
                      required:tuple=REQUIRED_FLAGS): # fields the command line must give

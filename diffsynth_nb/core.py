@@ -146,7 +146,7 @@ def sample_data(name:str="dog" # `dog`, `dog_zh` or `cat`
 
 # %% ../nbs/00_core.ipynb #3426ff99
 FAMILIES: dict[str, type] = {}
-FAMILY_MODULES = ["diffsynth_nb.sd15", "diffsynth_nb.sdxl"]   # imported on first use, so that their families and presets are registered
+FAMILY_MODULES = ["diffsynth_nb.sd15", "diffsynth_nb.sdxl", "diffsynth_nb.kolors"]   # imported on first use, so that their families and presets are registered
 
 def load_families():
     "Import the family modules (registering `FAMILIES` and `MODEL_PRESETS`)."
@@ -177,6 +177,7 @@ class DiffusionFamily(torch.nn.Module):
     vae_scale_factor: int = 8           # pixels per latent pixel
     schedule = None                     # a schedule object from `diffsynth_nb.schedules`
     load_flags: dict[str, str] = {}     # TrainConfig field → `from_pretrained` keyword it feeds (SDXL: the fp16-fix VAE)
+    main_flag: str = "pretrained_path"  # TrainConfig field holding the path `from_pretrained` gets (Kolors: its UNet file)
 
     @classmethod
     def matches(cls, keys:set[str]) -> bool:
@@ -188,9 +189,10 @@ class DiffusionFamily(torch.nn.Module):
     def load_kwargs(cls, cfg) -> dict:
         "`from_pretrained` keywords from the config's `load_flags` fields; `ValueError` naming a set flag this family does not use."
         load_families()
-        for flag in {f for c in FAMILIES.values() for f in c.load_flags} - set(cls.load_flags):
+        uses = lambda c: {*c.load_flags, c.main_flag}   # every model-path flag of family `c`
+        for flag in {f for c in FAMILIES.values() for f in uses(c)} - uses(cls):
             if getattr(cfg, flag, None) is not None:
-                users = ", ".join(sorted(c.name for c in FAMILIES.values() if flag in c.load_flags))
+                users = ", ".join(sorted(c.name for c in FAMILIES.values() if flag in uses(c)))
                 raise ValueError(f"--{flag} is not used by the {cls.name} family (only by {users}); leave it out")
         return {kw: getattr(cfg, flag) for flag, kw in cls.load_flags.items() if getattr(cfg, flag, None) is not None}
     @property

@@ -32,6 +32,8 @@ class TrainConfig:
     "Settings of one LoRA training run; field names are the seed trainer's command-line flags."
     pretrained_path: str = None            # release checkpoint of the base model (SD 1.5: v1-5-pruned-emaonly.safetensors)
     pretrained_fp16_vae_path: str = None   # fp16-safe VAE (sdxl-vae-fp16-fix) replacing the checkpoint's VAE (SDXL, Kolors)
+    pretrained_unet_path: str = None       # the seed's Kolors flag: kolors/Kolors/unet/diffusion_pytorch_model.safetensors (Kolors' main model path)
+    pretrained_text_encoder_path: str = None  # the seed's Kolors flag: the ChatGLM3 folder kolors/Kolors/text_encoder
     dataset_path: str = None               # folder holding train/metadata.csv (columns file_name,text) and the images
     output_path: str = "./"                # folder for the LoRA files (one per epoch) and loss.csv
     lora_target_modules: str = None        # comma-separated module names to adapt (None: the family's, to_q,to_k,to_v,to_out.0 for SD 1.5)
@@ -98,9 +100,10 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     if cfg.resume_from is not None and not Path(cfg.resume_from).exists():
         raise FileNotFoundError(f"--resume_from {cfg.resume_from}: no such state file (states are in <output_path>/states/step=*.ckpt)")
     if cfg.dataset_path is None: raise ValueError("--dataset_path is required: a folder holding train/metadata.csv")
-    if cfg.pretrained_path is None: raise ValueError("--pretrained_path is required: the base model's release checkpoint")
-    if not Path(cfg.pretrained_path).exists():
-        raise FileNotFoundError(f"--pretrained_path {cfg.pretrained_path}: no such file")
+    main = family_cls.main_flag   # the family's model-path flag: --pretrained_path, Kolors' --pretrained_unet_path
+    if getattr(cfg, main) is None: raise ValueError(f"--{main} is required: the base model's release checkpoint")
+    if not Path(getattr(cfg, main)).exists():
+        raise FileNotFoundError(f"--{main} {getattr(cfg, main)}: no such file")
     return cfg
 
 # %% ../nbs/05_trainer.ipynb #4641c927
@@ -190,7 +193,7 @@ class LoRATrainer(L.LightningModule):
 
     def check_settings(self, info:dict):
         "`ValueError` naming the flag when a saved state's settings or dataset differ from this run's (see `check_settings`)."
-        check_settings(info, self.cfg, self.family.name, self.fingerprint())
+        check_settings(info, self.cfg, type(self.family), self.fingerprint())
 
     def check_state(self, state:dict, path):
         "Check a loaded state against this model: other settings `ValueError`; LoRA or optimizer tensors that do not fit: `DamagedStateError`."
@@ -219,15 +222,15 @@ RESUME_MUST_MATCH = ("lora_rank", "lora_alpha", "lora_target_modules", "init_lor
                      "accumulate_grad_batches", "seed", "height", "width", "center_crop", "random_flip", "precision", "snr_gamma")
 
 def check_settings(info:dict, # a state's `diffsynth_nb` entry (family, config, dataset fingerprint)
-                   cfg:TrainConfig, family:str, # this run's settings and family name
+                   cfg:TrainConfig, family_cls, # this run's settings and family class
                    fingerprint:str|None # `dataset_fingerprint` of this run's rows
                   ):
     "`ValueError` naming the flag when a saved state's family, base model, settings or dataset differ from this run's; needs no model."
-    saved = info.get("config", {})
+    saved, family = info.get("config", {}), family_cls.name
     if info.get("family") != family:
         raise ValueError(f"the saved states are of a {info.get('family')} run, this is {family}; resume with the "
                          f"{info.get('family')} family, or start a new run in another --output_path")
-    for flag in ("pretrained_path", "pretrained_fp16_vae_path"):   # the base model: the same file (by name), wherever it lives now
+    for flag in (family_cls.main_flag, *family_cls.load_flags):   # the base model: the same files (by name), wherever they live now
         old, new = (Path(v).name if v else None for v in (saved.get(flag), getattr(cfg, flag, None)))
         if old != new:
             raise ValueError(f"--{flag} {getattr(cfg, flag, None)} is not the model of the saved states ({saved.get(flag)}); "
@@ -241,7 +244,7 @@ def check_settings(info:dict, # a state's `diffsynth_nb` entry (family, config, 
         raise ValueError(f"--dataset_path {cfg.dataset_path}: the images or captions changed since the saved state; "
                          f"resume with the same data, or start a new run in another --output_path")
 
-def check_resume_before_loading(cfg:TrainConfig, family:str, fingerprint:str|None):
+def check_resume_before_loading(cfg:TrainConfig, family_cls, fingerprint:str|None):
     "Check the state that `--resume_from`/`--resume` will use against this run's settings before the model is loaded (seconds, not minutes)."
     paths = [Path(cfg.resume_from)] if cfg.resume_from else list(reversed(state_paths(cfg.output_path))) if cfg.resume else []
     for path in paths:
@@ -250,7 +253,7 @@ def check_resume_before_loading(cfg:TrainConfig, family:str, fingerprint:str|Non
         except DamagedStateError:
             if cfg.resume_from: raise
             continue                                   # --resume falls back to an older state, checked with the model
-        return check_settings(state["diffsynth_nb"], cfg, family, fingerprint)
+        return check_settings(state["diffsynth_nb"], cfg, family_cls, fingerprint)
 
 # %% ../nbs/05_trainer.ipynb #11718373
 def gathered_lora(trainer, pl_module):
@@ -361,9 +364,10 @@ def _train(family, family_cls, cfg, callbacks):
                                skip_bad_images=cfg.skip_bad_images)
     ckpt_path = cfg.resume_from
     if ckpt_path is not None: check_state(ckpt_path)   # a clear error now, before the model loads, not deep inside Lightning
-    check_resume_before_loading(cfg, family_cls.name, dataset_fingerprint(dataset.rows))   # a changed flag: said before the model loads
-    if launched_rank() == 0: print(f"loading the {family} model from {cfg.pretrained_path}", flush=True)
-    fam = family_cls.from_pretrained(cfg.pretrained_path, torch_dtype=weight_dtype(cfg.precision), **family_cls.load_kwargs(cfg))
+    check_resume_before_loading(cfg, family_cls, dataset_fingerprint(dataset.rows))   # a changed flag: said before the model loads
+    main_path = getattr(cfg, family_cls.main_flag)
+    if launched_rank() == 0: print(f"loading the {family} model from {main_path}", flush=True)
+    fam = family_cls.from_pretrained(main_path, torch_dtype=weight_dtype(cfg.precision), **family_cls.load_kwargs(cfg))
     warn_long_captions(dataset.rows, fam.tokenizers())   # one warning per text encoder, not silent truncation
     module = LoRATrainer(fam, cfg, dataset)
     if ckpt_path is not None: check_state(ckpt_path, module)   # its LoRA tensors fit this model
