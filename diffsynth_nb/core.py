@@ -195,6 +195,10 @@ class DiffusionFamily(torch.nn.Module):
                 users = ", ".join(sorted(c.name for c in FAMILIES.values() if flag in uses(c)))
                 raise ValueError(f"--{flag} is not used by the {cls.name} family (only by {users}); leave it out")
         return {kw: getattr(cfg, flag) for flag, kw in cls.load_flags.items() if getattr(cfg, flag, None) is not None}
+    @classmethod
+    def companion_kwargs(cls, path:Path, others:list[Path]) -> tuple[dict, list[Path]]:
+        "Of the `others` given with the checkpoint `path` (the seed's `file_path_list`), the `from_pretrained` keywords this family takes from them, and the paths used."
+        return {}, []
     @property
     def denoiser(self) -> torch.nn.Module: raise NotImplementedError
     def encode_images(self, images, generator=None): raise NotImplementedError

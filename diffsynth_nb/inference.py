@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 import torch
 from PIL import Image
-from .core import get_family, detect_family, read_safetensors_metadata
+from .core import get_family, detect_family, read_safetensors_metadata, family_of, safetensors_header
 from .data import to_pil
 from .lora import merge_lora
 
@@ -52,11 +52,22 @@ class ModelManager:
     "Loads release checkpoints (family detected from the tensor names) and merges LoRA files into them."
     def __init__(self, torch_dtype=torch.float16, device="cuda", file_path_list=()):
         self.torch_dtype, self.device, self.models = torch_dtype, device, []
-        for p in file_path_list: self.load_model(p)
+        paths = [Path(p) for p in file_path_list]
+        mains = [p for p in paths if p.is_file() and p.suffix == ".safetensors" and family_of(safetensors_header(p)[0])]
+        parts = left = [p for p in paths if p not in mains]
+        for p in mains:   # which parts (text-encoder folders, VAE files) each checkpoint takes: checked before loading anything
+            left = [o for o in left if o not in detect_family(p).companion_kwargs(p, left)[1]]
+        if mains and left: raise ValueError(f"file_path_list: {', '.join(map(str, left))} is neither a release checkpoint of a known "
+                                            f"family nor a part (text encoder folder, VAE) that one of the checkpoints takes")
+        for p in mains or paths[:1]:   # none recognised: the first path's loader says what is wrong with it
+            parts = self.load_model(p, parts)
 
-    def load_model(self, path:str|Path):
-        "Load the release checkpoint at `path` with its family's loader."
-        self.models.append(detect_family(path).from_pretrained(path, torch_dtype=self.torch_dtype, device=self.device))
+    def load_model(self, path:str|Path, others:list=()) -> list[Path]:
+        "Load the release checkpoint at `path` with its family's loader, with the parts among `others` it takes; returns the others left."
+        family = detect_family(path)
+        kwargs, used = family.companion_kwargs(Path(path), [Path(o) for o in others])
+        self.models.append(family.from_pretrained(path, torch_dtype=self.torch_dtype, device=self.device, **kwargs))
+        return [Path(o) for o in others if Path(o) not in used]
 
     def model(self, family:str|None=None):
         "The loaded model of `family` (default: the only one)."

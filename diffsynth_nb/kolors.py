@@ -208,6 +208,12 @@ class Kolors(SDXL):
         return cls(**load_kolors(path, torch_dtype=torch_dtype, device=device, **kwargs))
     @classmethod
     def write_tiny(cls, root, seed=0): return write_tiny_kolors(root, seed)
+    @classmethod
+    def companion_kwargs(cls, path, others):
+        "The seed's `ModelManager(file_path_list=[text_encoder folder, UNet file, VAE file])`: the ChatGLM3 folder and a VAE file."
+        te = [o for o in others if o.is_dir() and (o/"pytorch_model.bin.index.json").is_file()]
+        vae = [o for o in others if o.is_file() and o.suffix == ".safetensors" and "decoder.conv_out.weight" in safetensors_header(o)[0]]
+        return {**({"text_encoder_path": te[0]} if te else {}), **({"fp16_vae_path": vae[0]} if vae else {})}, te[:1] + vae[:1]
 
     def lora_modules(self): return {"lora_unet": self.unet}
     def tokenizers(self): return {"ChatGLM3 text encoder": self.tokenizer}

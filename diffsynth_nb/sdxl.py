@@ -245,7 +245,10 @@ def write_tiny_fp16_vae(root:str|Path, # the `models` folder
 class SDXLImagePipeline(SDImagePipeline):
     "The seed's `SDXLImagePipeline`: `SDImagePipeline` on a `ModelManager`'s SDXL model, 1024×1024 by default."
     @classmethod
-    def from_model_manager(cls, model_manager): return cls(model_manager.model("sdxl"))
+    def from_model_manager(cls, model_manager):
+        "The manager's SDXL-shaped model (SDXL, or Kolors as in the seed's Kolors example)."
+        found = [m for m in model_manager.models if isinstance(m, SDXL)]
+        return cls(found[-1]) if found else cls(model_manager.model("sdxl"))   # none: the manager's error
     def __call__(self, prompt:str, negative_prompt:str="", cfg_scale:float=7.5, num_inference_steps:int=20,
                  height:int=1024, width:int=1024, **kwargs):
         return super().__call__(prompt, negative_prompt, cfg_scale, num_inference_steps, height, width, **kwargs)
