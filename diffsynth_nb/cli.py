@@ -26,7 +26,10 @@ def add_config_flags(parser:argparse.ArgumentParser, cls=TrainConfig,
     helps, hints = docments(cls), typing.get_type_hints(cls)
     needed = parser.add_argument_group("required arguments") if required else parser
     choices = {"precision": PRECISIONS + ("bf16",), "training_strategy": TRAINING_STRATEGIES, "init_lora_weights": ("kaiming", "gaussian")}
+    load_families()
+    main = {f: sorted(c.name for c in FAMILIES.values() if c.main_flag == f) for f in {c.main_flag for c in FAMILIES.values()}}
     for f in fields(cls):
+        if f.name in main: helps[f.name] = f"{helps.get(f.name)} (required for {', '.join(main[f.name])})"
         typ = hints[f.name]
         typ = next((a for a in typing.get_args(typ) if a is not type(None)), typ)
         if typ is bool:
