@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from .core import get_family, detect_family, read_safetensors_metadata, family_of, safetensors_header
 from .data import to_pil
-from .lora import merge_lora
+from .lora import merge_lora, component_name
 
 # %% auto #0
 __all__ = ['generate', 'ModelManager', 'SDImagePipeline']
@@ -46,8 +46,6 @@ def generate(family, # a loaded `DiffusionFamily` (e.g. `SD15`)
     return to_pil(image) if output_type == "pil" else ((image + 1) / 2).clamp(0, 1).cpu()
 
 # %% ../nbs/06_inference.ipynb #72743784
-from .lora import component_name
-
 class ModelManager:
     "Loads release checkpoints (family detected from the tensor names) and merges LoRA files into them."
     def __init__(self, torch_dtype=torch.float16, device="cuda", file_path_list=()):
