@@ -218,6 +218,13 @@ class DiffusionFamily(torch.nn.Module):
     def tokenizers(self) -> dict[str, object]:
         "Name → tokenizer of each text encoder (its `model_max_length` is the caption token limit)."
         return {}
+    def enable_gradient_checkpointing(self):
+        "Recompute the denoiser's activations in the backward pass (`--use_gradient_checkpointing`); default: diffusers' switch."
+        self.denoiser.enable_gradient_checkpointing()
+    def save_lora(self, path, rank:int, alpha:float, metadata:dict|None=None) -> Path:
+        "Write the denoiser's trained LoRA to `path` in this family's file layout (default: kohya names under `lora_prefix`)."
+        from .lora import save_lora
+        return save_lora(self.denoiser, path, rank, alpha, self.lora_prefix, metadata)
     def lora_metadata(self) -> dict[str, str]:
         "Header entries that tell other tools which base model a LoRA is for."
         return {"diffsynth_nb.family": self.name}

@@ -8,7 +8,7 @@ import json, math, re, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import torch
-from peft import LoraConfig
+from peft import LoraConfig, inject_adapter_in_model
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file
 from .core import save_safetensors, read_safetensors_metadata
@@ -25,7 +25,7 @@ def parse_targets(target_modules:str|list[str] # comma-separated names, as `--lo
     if isinstance(target_modules, str): target_modules = target_modules.split(",")
     return [{"to_out": "to_out.0"}.get(t.strip(), t.strip()) for t in target_modules if t.strip()]
 
-def add_lora(model:torch.nn.Module, # a diffusers model (has `add_adapter`)
+def add_lora(model:torch.nn.Module, # a model; diffusers models use their `add_adapter`, others get peft's `inject_adapter_in_model`
              rank:int=4, # r, `--lora_rank`
              alpha:float=4.0, # α, `--lora_alpha`; the update is scaled by α/r
              target_modules:str|list[str]="to_q,to_k,to_v,to_out.0", # module-name suffixes to adapt
@@ -40,7 +40,9 @@ def add_lora(model:torch.nn.Module, # a diffusers model (has `add_adapter`)
         raise ValueError(f"--lora_target_modules: no Linear layer of {type(model).__name__} is called {', '.join(unmatched or targets)}; "
                          f"names that exist: {', '.join(short)}")
     model.requires_grad_(False)
-    model.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=targets))
+    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=targets)
+    if hasattr(model, "add_adapter"): model.add_adapter(config)
+    else: inject_adapter_in_model(config, model)   # a model without diffusers' peft mixin (Hunyuan-DiT's transformer)
     for p in model.parameters():
         if p.requires_grad: p.data = p.data.float()
     return model

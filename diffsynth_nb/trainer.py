@@ -121,7 +121,7 @@ class LoRATrainer(L.LightningModule):
         self.family, self.cfg, self.dataset = family, cfg, dataset
         self.family.requires_grad_(False)
         add_lora(family.denoiser, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules, INIT_LORA_WEIGHTS[cfg.init_lora_weights])
-        if cfg.use_gradient_checkpointing: family.denoiser.enable_gradient_checkpointing()
+        if cfg.use_gradient_checkpointing: family.enable_gradient_checkpointing()
         self.family.eval(); self.family.denoiser.train()
         self.strict_loading, self.last_finite_loss, self.batches_trained = False, None, 0   # states hold only the LoRA weights
 
@@ -270,7 +270,7 @@ class ExportLoRA(L.Callback):
         with gathered_lora(trainer, pl_module):   # collective under ZeRO-3: every rank enters
             if not trainer.is_global_zero: return
             path = Path(cfg.output_path)/f"{fam.name}_lora_epoch{trainer.current_epoch:03d}.safetensors"
-            self.paths.append(save_lora(fam.denoiser, path, cfg.lora_rank, cfg.lora_alpha, fam.lora_prefix, self.metadata(trainer, pl_module)))
+            self.paths.append(fam.save_lora(path, cfg.lora_rank, cfg.lora_alpha, self.metadata(trainer, pl_module)))
 
     def metadata(self, trainer, pl_module):
         cfg, fam = pl_module.cfg, pl_module.family
@@ -287,7 +287,7 @@ class ExportLoRA(L.Callback):
         if not all(torch.isfinite(p).all() for n, p in fam.denoiser.named_parameters() if p.requires_grad):
             print("the LoRA weights are not finite; not saving them (the epoch files written before are kept)"); return
         path = interrupted_lora_path(pl_module.cfg, fam.name, trainer.global_step)
-        try: save_lora(fam.denoiser, path, pl_module.cfg.lora_rank, pl_module.cfg.lora_alpha, fam.lora_prefix, self.metadata(trainer, pl_module))
+        try: fam.save_lora(path, pl_module.cfg.lora_rank, pl_module.cfg.lora_alpha, self.metadata(trainer, pl_module))
         except OSError as e:   # e.g. the full disk that stopped the run: say so, but never hide the error that stopped it
             if not isinstance(exception, DiskFullError): print(f"training stopped ({type(exception).__name__}); the LoRA so far could not be saved: {e}")
             return
