@@ -225,6 +225,10 @@ class DiffusionFamily(torch.nn.Module):
         "Write the denoiser's trained LoRA to `path` in this family's file layout (default: kohya names under `lora_prefix`)."
         from .lora import save_lora
         return save_lora(self.denoiser, path, rank, alpha, self.lora_prefix, metadata)
+    def read_lora(self, path):
+        "The `LoRAFile` of a LoRA file for this family, as `merge_lora` takes it (default: `diffsynth_nb.lora.read_lora`); a family whose `save_lora` writes another layout reads it here."
+        from diffsynth_nb.lora import read_lora
+        return read_lora(path)
     def lora_metadata(self) -> dict[str, str]:
         "Header entries that tell other tools which base model a LoRA is for."
         return {"diffsynth_nb.family": self.name}

@@ -81,7 +81,7 @@ class ModelManager:
         if str(file_path) in merged:
             warnings.warn(f"{file_path} is already merged into {model.name}; merging it again doubles its strength")
         modules = model.lora_modules()
-        counts = merge_lora(modules, file_path, lora_alpha, into=model.name)
+        counts = merge_lora(modules, model.read_lora(file_path), lora_alpha, into=model.name)   # the family reads its own layout
         model.merged_loras = merged + [str(file_path)]
         parts = ", ".join(f"{n} {component_name(p, modules[p])}" for p, n in counts.items())
         print(f"{model.name}: merged {sum(counts.values())} LoRA layers ({parts}) from {file_path} at strength {lora_alpha}")
