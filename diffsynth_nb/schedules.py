@@ -134,7 +134,7 @@ TIMESTEP_SAMPLING = ("uniform", "logit_normal")   # `--timestep_sampling` choice
 LOSS_WEIGHTING = ("none", "bell")                 # `--loss_weighting` choices (flow-matching families)
 
 def shift_sigmas(sigma, shift:float=3.0):
-    "σ' = s·σ / (1 + (s − 1)·σ): more of the schedule at high noise for s > 1 (Esser et al. 2024 §5.3.2); any shape or float."
+    "σ' = s·σ / (1 + (s − 1)·σ): more of the schedule at high noise for s > 1 (Esser et al. 2024 §5.3.2, resolution-dependent shifting); any shape or float."
     return shift * sigma / (1 + (shift - 1) * sigma)
 
 def flow_sigmas(num_inference_steps:int, shift:float=3.0, num_train_timesteps:int=1000) -> torch.Tensor:
@@ -149,7 +149,7 @@ def flow_sigmas(num_inference_steps:int, shift:float=3.0, num_train_timesteps:in
 def flow_euler_step(v:torch.Tensor, # predicted velocity dx/dσ = ε − x0 at σ, `[B,C,h,w]`
                     x_t:torch.Tensor, # current latents at σ
                     sigma:float, sigma_next:float) -> torch.Tensor:
-    "x(σ_next) = x(σ) + (σ_next − σ)·v, in float32 (Euler step of the rectified-flow ODE, Liu et al. 2023 eq. 1)."
+    "x(σ_next) = x(σ) + (σ_next − σ)·v, in float32 (Euler step of the rectified-flow ODE, Liu et al. 2023)."
     return (x_t.float() + (sigma_next - sigma) * v.float()).to(x_t.dtype)
 
 def bell_weight(t:torch.Tensor, grid:torch.Tensor, T:int=1000) -> torch.Tensor:
@@ -197,7 +197,7 @@ class FlowMatchSchedule:
     def _sigma(self, t, like): return self.sigma(t).to(like.device).reshape(-1, *([1] * (like.ndim - 1)))
 
     def add_noise(self, x0, eps, t):
-        "x_t = (1 − σ)·x0 + σ·ε (Lipman et al. 2023 eq. 22 with σ_min = 0; Liu et al. 2023)."
+        "x_t = (1 − σ)·x0 + σ·ε (Lipman et al. 2023's optimal-transport path with σ_min = 0; Liu et al. 2023)."
         s = self._sigma(t, x0)
         return ((1 - s) * x0.float() + s * eps.float()).to(x0.dtype)
 
