@@ -13,6 +13,7 @@ _EXPORTS = {
     "SD15": "sd15", "write_tiny_sd15": "sd15", "load_sd15": "sd15",
     "SDXL": "sdxl", "SDXLImagePipeline": "sdxl", "write_tiny_sdxl": "sdxl", "load_sdxl": "sdxl",
     "Kolors": "kolors", "KolorsImagePipeline": "kolors", "write_tiny_kolors": "kolors", "load_kolors": "kolors",
+    "SD3": "sd3", "SD3ImagePipeline": "sd3", "write_tiny_sd3": "sd3", "load_sd3": "sd3",
     "run_demo": "demo",
 }
 __all__ = list(_EXPORTS)

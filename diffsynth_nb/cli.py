@@ -12,6 +12,7 @@ from fastcore.docments import docments
 from . import __version__
 from .core import FAMILIES, PRECISIONS, quiet_third_party, load_families
 from .trainer import TrainConfig, train_lora, TRAINING_STRATEGIES
+from .schedules import TIMESTEP_SAMPLING, LOSS_WEIGHTING
 
 # %% auto #0
 __all__ = ['REQUIRED_FLAGS', 'add_config_flags', 'cmd_train', 'image_format', 'cmd_generate', 'cmd_tiny', 'cmd_demo',
@@ -25,7 +26,8 @@ def add_config_flags(parser:argparse.ArgumentParser, cls=TrainConfig,
     "Add one `--flag` per dataclass field of `cls`, typed and documented from the class."
     helps, hints = docments(cls), typing.get_type_hints(cls)
     needed = parser.add_argument_group("required arguments") if required else parser
-    choices = {"precision": PRECISIONS + ("bf16",), "training_strategy": TRAINING_STRATEGIES, "init_lora_weights": ("kaiming", "gaussian")}
+    choices = {"precision": PRECISIONS + ("bf16",), "training_strategy": TRAINING_STRATEGIES, "init_lora_weights": ("kaiming", "gaussian"),
+               "timestep_sampling": TIMESTEP_SAMPLING, "loss_weighting": LOSS_WEIGHTING}
     load_families()
     main = {f: sorted(c.name for c in FAMILIES.values() if c.main_flag == f) for f in {c.main_flag for c in FAMILIES.values()}}
     for f in fields(cls):
@@ -90,7 +92,8 @@ def cmd_generate(args):
 def cmd_tiny(args):
     if Path(args.dir).exists() and not Path(args.dir).is_dir():
         raise ValueError(f"{args.dir} is a file; give the models folder to write into (it is created if missing)")
-    path = FAMILIES[args.family].write_tiny(args.dir)   # says on stderr that the weights are random
+    if args.t5 and args.family != "sd3": raise ValueError(f"--t5 is for sd3 only (the _t5xxlfp16 release file); {args.family} has no T5 part")
+    path = FAMILIES[args.family].write_tiny(args.dir, **({"t5": True} if args.t5 else {}))   # says on stderr that the weights are random
     print(path)   # stdout holds only the path: `ckpt=$(diffsynth-nb tiny sd15 models)`
     return path
 
@@ -122,8 +125,8 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--lora_alpha", type=float, default=1.0, help="LoRA strength; 1.0 = as trained (multiplies alpha/rank)")
     g.add_argument("--prompt", required=True, help="what to draw"); g.add_argument("--negative_prompt", default="", help="what to steer away from")
     g.add_argument("--cfg_scale", type=float, default=7.5, help="classifier-free guidance scale")
-    g.add_argument("--num_inference_steps", type=int, default=20, help="DDIM steps")
-    g.add_argument("--height", type=int, default=None, help="pixels (default: the family's, 512 for sd15, 1024 for sdxl)")
+    g.add_argument("--num_inference_steps", type=int, default=20, help="sampling steps (DDIM; flow-matching Euler for sd3)")
+    g.add_argument("--height", type=int, default=None, help="pixels (default: the family's, 512 for sd15, 1024 for sdxl, kolors and sd3)")
     g.add_argument("--width", type=int, default=None, help="pixels (default: the family's)")
     g.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
     g.add_argument("--torch_dtype", choices=("32", "16", "bf16"), default="32", help="weights dtype (16 needs a GPU)")
@@ -132,6 +135,7 @@ def make_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
     y = sub.add_parser("tiny", help="write a tiny RANDOM model in the family's release layout (for tests and tutorials)")
     y.add_argument("family", choices=fams, help=fam_help); y.add_argument("dir", help="models folder to write into; the checkpoint's path is printed on stdout")
+    y.add_argument("--t5", action="store_true", help="sd3: also write the T5-XXL part (sd3_medium_incl_clips_t5xxlfp16.safetensors)")
     y.set_defaults(func=cmd_tiny)
     d = sub.add_parser("demo", help="train a LoRA on a tiny random SD 1.5 on the CPU, then generate before/after images",
                        formatter_class=HelpWithDefaults)

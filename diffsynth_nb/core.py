@@ -146,7 +146,7 @@ def sample_data(name:str="dog" # `dog`, `dog_zh` or `cat`
 
 # %% ../nbs/00_core.ipynb #3426ff99
 FAMILIES: dict[str, type] = {}
-FAMILY_MODULES = ["diffsynth_nb.sd15", "diffsynth_nb.sdxl", "diffsynth_nb.kolors"]   # imported on first use, so that their families and presets are registered
+FAMILY_MODULES = ["diffsynth_nb.sd15", "diffsynth_nb.sdxl", "diffsynth_nb.kolors", "diffsynth_nb.sd3"]   # imported on first use, so that their families and presets are registered
 
 def load_families():
     "Import the family modules (registering `FAMILIES` and `MODEL_PRESETS`)."

@@ -25,7 +25,7 @@ def generate(family, # a loaded `DiffusionFamily` (e.g. `SD15`)
              latents:torch.Tensor|None=None, # initial noise `[1,C,H/8,W/8]` instead of drawing it
              output_type:str="pil", # "pil" for an image, "pt" for a `[3,H,W]` tensor in [0, 1]
              progress_bar_cmd=lambda x: x): # e.g. `tqdm.tqdm`
-    "Text-to-image with the family's schedule (DDIM, η=0) and CFG; returns a PIL image or a `[3,H,W]` tensor."
+    "Text-to-image with the family's schedule (DDIM η=0, or flow-matching Euler for SD3) and CFG; returns a PIL image or a `[3,H,W]` tensor."
     family.check_size(height, width)
     dev, dtype = family.device, family.dtype
     if latents is None:

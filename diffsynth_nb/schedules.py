@@ -4,12 +4,13 @@
 
 # %% ../nbs/03_schedules.ipynb #a5bbccec
 from __future__ import annotations
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import torch
 
 # %% auto #0
-__all__ = ['scaled_linear_betas', 'alphas_cumprod', 'add_noise', 'velocity', 'leading_timesteps', 'ddim_step', 'DDPMSchedule',
-           'snr', 'min_snr_weight']
+__all__ = ['TIMESTEP_SAMPLING', 'LOSS_WEIGHTING', 'scaled_linear_betas', 'alphas_cumprod', 'add_noise', 'velocity',
+           'leading_timesteps', 'ddim_step', 'DDPMSchedule', 'snr', 'min_snr_weight', 'shift_sigmas', 'flow_sigmas',
+           'flow_euler_step', 'bell_weight', 'FlowMatchSchedule']
 
 # %% ../nbs/03_schedules.ipynb #f0547312
 def scaled_linear_betas(beta_start:float=0.00085, beta_end:float=0.012, num_train_timesteps:int=1000) -> torch.Tensor:
@@ -66,6 +67,9 @@ class DDPMSchedule:
     prediction_type: str = "epsilon"   # "epsilon" or "v_prediction"
     steps_offset: int = 1              # 'leading' spacing offset, release config
     set_alpha_to_one: bool = False     # ᾱ after the last step: 1.0, or ᾱ_0 (release configs: False)
+    snr_gamma: float|None = None       # min-SNR-γ of `loss_weight` (set by `training`, from `--snr_gamma`)
+    timestep_sampling = "uniform"      # the only training-time sampling of t (not a field: `training` refuses others)
+    loss_weighting = "none"            # weighting besides min-SNR (none)
 
     def __post_init__(self):
         self.alphas_cumprod = alphas_cumprod(scaled_linear_betas(self.beta_start, self.beta_end, self.num_train_timesteps))
@@ -76,8 +80,20 @@ class DDPMSchedule:
 
     def snr(self, t): return snr(self.alphas_cumprod, t)
 
+    def training(self, timestep_sampling:str|None=None, loss_weighting:str|None=None, snr_gamma:float|None=None):
+        "This schedule with `--snr_gamma` set; `ValueError` naming the flag for the flow-matching flags `--timestep_sampling`/`--loss_weighting`."
+        if timestep_sampling not in (None, "uniform"):
+            raise ValueError(f"--timestep_sampling {timestep_sampling}: this DDPM family draws t uniformly from 0…{self.num_train_timesteps - 1}; "
+                             f"{', '.join(TIMESTEP_SAMPLING[1:])} is for flow-matching families (sd3). Leave the flag out (or pass uniform)")
+        if loss_weighting not in (None, "none"):
+            raise ValueError(f"--loss_weighting {loss_weighting}: this DDPM family has no such weighting (it is for flow-matching families, sd3); "
+                             f"leave the flag out, or use --snr_gamma for min-SNR-γ weighting")
+        if snr_gamma is not None and snr_gamma <= 0: raise ValueError(f"--snr_gamma must be positive, got {snr_gamma}")
+        return replace(self, snr_gamma=snr_gamma)
+
     def loss_weight(self, t:torch.Tensor, snr_gamma:float|None=None) -> torch.Tensor:
-        "Per-sample loss weight `[B]`: ones, or min-SNR-γ (see `min_snr_weight`) when `snr_gamma` is set."
+        "Per-sample loss weight `[B]`: ones, or min-SNR-γ (see `min_snr_weight`) with `snr_gamma` (default: the schedule's)."
+        snr_gamma = self.snr_gamma if snr_gamma is None else snr_gamma
         if not snr_gamma: return torch.ones(len(t), device=t.device)
         return min_snr_weight(self.snr(t), snr_gamma, self.prediction_type).to(t.device)
 
@@ -112,3 +128,97 @@ def min_snr_weight(snr:torch.Tensor, gamma:float, prediction_type:str="epsilon")
     if prediction_type == "epsilon": return gamma / torch.clamp(snr, min=gamma)
     if prediction_type == "v_prediction": return torch.clamp(snr, max=gamma) / (snr + 1)
     raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+# %% ../nbs/03_schedules.ipynb #abfb0083
+TIMESTEP_SAMPLING = ("uniform", "logit_normal")   # `--timestep_sampling` choices (flow-matching families)
+LOSS_WEIGHTING = ("none", "bell")                 # `--loss_weighting` choices (flow-matching families)
+
+def shift_sigmas(sigma, shift:float=3.0):
+    "σ' = s·σ / (1 + (s − 1)·σ): more of the schedule at high noise for s > 1 (Esser et al. 2024 §5.3.2, resolution-dependent shifting); any shape or float."
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+def flow_sigmas(num_inference_steps:int, shift:float=3.0, num_train_timesteps:int=1000) -> torch.Tensor:
+    "Decreasing σ for `n` Euler steps: linspace(1, σ_min, n), shifted; σ_min = the shifted 1/T (diffusers' `FlowMatchEulerDiscreteScheduler.set_timesteps`); float32 `[n]`."
+    import numpy as np
+    if not 0 < num_inference_steps <= num_train_timesteps:
+        raise ValueError(f"num_inference_steps must be between 1 and {num_train_timesteps}, got {num_inference_steps}")
+    sigma_min = shift_sigmas(torch.tensor(1.0) / num_train_timesteps, shift).item()   # float32, as the scheduler stores it
+    s = np.linspace(num_train_timesteps, sigma_min * num_train_timesteps, num_inference_steps) / num_train_timesteps
+    return torch.from_numpy(shift_sigmas(s, shift)).float()
+
+def flow_euler_step(v:torch.Tensor, # predicted velocity dx/dσ = ε − x0 at σ, `[B,C,h,w]`
+                    x_t:torch.Tensor, # current latents at σ
+                    sigma:float, sigma_next:float) -> torch.Tensor:
+    "x(σ_next) = x(σ) + (σ_next − σ)·v, in float32 (Euler step of the rectified-flow ODE, Liu et al. 2023)."
+    return (x_t.float() + (sigma_next - sigma) * v.float()).to(x_t.dtype)
+
+def bell_weight(t:torch.Tensor, grid:torch.Tensor, T:int=1000) -> torch.Tensor:
+    "The 2024 DiffSynth trainer's weight: exp(−2((t − T/2)/T)²) − its minimum on `grid`, scaled to mean 1 on `grid`, read at the grid point nearest `t`; `[B]`."
+    y = torch.exp(-2 * ((grid - T / 2) / T) ** 2)
+    w = (y - y.min()) * (len(grid) / (y - y.min()).sum())
+    return w[(grid[None, :].to(t.device) - t.float()[:, None]).abs().argmin(1).cpu()].to(t.device)
+
+
+# %% ../nbs/03_schedules.ipynb #87ea7da2
+@dataclass
+class FlowMatchSchedule:
+    "Rectified flow: x_t = (1 − σ)·x0 + σ·ε, target v = ε − x0, t = 1000·σ; σ sampled `uniform` on the shifted grid or `logit_normal`; Euler sampling."
+    shift: float = 3.0                 # release scheduler_config.json (SD3 medium: 3.0)
+    num_train_timesteps: int = 1000
+    timestep_sampling: str = "logit_normal"   # "uniform" (the 2024 trainer) or "logit_normal" (Esser et al. 2024 §3.1, diffusers)
+    loss_weighting: str = "none"       # "none" or "bell" (the 2024 trainer's bell-shaped weight)
+    logit_mean: float = 0.0            # m of logit-normal(m, s)
+    logit_std: float = 1.0             # s
+
+    def __post_init__(self):
+        T = self.num_train_timesteps
+        self.train_sigmas = shift_sigmas(torch.arange(T, 0, -1, dtype=torch.float32) / T, self.shift)   # diffusers' training grid, σ(T/T) … σ(1/T)
+        self.uniform_sigmas = flow_sigmas(T, self.shift, T)   # the 2024 trainer's grid: the T-step sampling schedule
+
+    def training(self, timestep_sampling:str|None=None, loss_weighting:str|None=None, snr_gamma:float|None=None):
+        "This schedule with the training flags set (None: keep); `ValueError` naming the flag for an unknown value or `--snr_gamma`."
+        if snr_gamma is not None:
+            raise ValueError(f"--snr_gamma {snr_gamma}: min-SNR-γ weights DDPM losses by ᾱ/(1−ᾱ) and is not defined for flow matching; "
+                             f"leave it out (use --loss_weighting {' or '.join(LOSS_WEIGHTING)}, --timestep_sampling {' or '.join(TIMESTEP_SAMPLING)})")
+        for flag, v, ok in (("timestep_sampling", timestep_sampling, TIMESTEP_SAMPLING), ("loss_weighting", loss_weighting, LOSS_WEIGHTING)):
+            if v is not None and v not in ok: raise ValueError(f"--{flag} {v!r}: use one of {', '.join(ok)}")
+        return replace(self, timestep_sampling=timestep_sampling or self.timestep_sampling, loss_weighting=loss_weighting or self.loss_weighting)
+
+    def sample_timesteps(self, batch_size:int, generator=None, device=None) -> torch.Tensor:
+        "One t = 1000·σ per sample, drawn on the CPU: uniform over `uniform_sigmas`, or σ = `train_sigmas`[⌊T·sigmoid(n)⌋], n ~ N(m, s²); `[B]` float32."
+        T = self.num_train_timesteps
+        if self.timestep_sampling == "uniform": sigma = self.uniform_sigmas[torch.randint(0, T, (batch_size,), generator=generator)]
+        else:
+            u = torch.sigmoid(torch.normal(self.logit_mean, self.logit_std, (batch_size,), generator=generator))
+            sigma = self.train_sigmas[(u * T).long().clamp(max=T - 1)]
+        return (sigma * T).to(device)
+
+    def sigma(self, t:torch.Tensor) -> torch.Tensor: return t.float() / self.num_train_timesteps
+    def _sigma(self, t, like): return self.sigma(t).to(like.device).reshape(-1, *([1] * (like.ndim - 1)))
+
+    def add_noise(self, x0, eps, t):
+        "x_t = (1 − σ)·x0 + σ·ε (Lipman et al. 2023's optimal-transport path with σ_min = 0; Liu et al. 2023)."
+        s = self._sigma(t, x0)
+        return ((1 - s) * x0.float() + s * eps.float()).to(x0.dtype)
+
+    def target(self, x0, eps, t):
+        "The velocity v = dx_t/dσ = ε − x0 the network predicts."
+        return eps - x0
+
+    def loss_weight(self, t:torch.Tensor, snr_gamma:float|None=None) -> torch.Tensor:
+        "Per-sample loss weight `[B]`: ones, or `bell_weight` on the uniform grid."
+        if self.loss_weighting == "none": return torch.ones(len(t), device=t.device)
+        return bell_weight(t, self.uniform_sigmas * self.num_train_timesteps, self.num_train_timesteps)
+
+    def init_noise_sigma(self) -> float: return 1.0
+
+    def timesteps(self, num_inference_steps:int) -> list[tuple[float, float|None]]:
+        "`[(t, t_next), ...]` with t = 1000·σ from `flow_sigmas`; `t_next` is None after the last step (σ = 0)."
+        ts = (flow_sigmas(num_inference_steps, self.shift, self.num_train_timesteps) * self.num_train_timesteps).tolist()
+        return list(zip(ts, ts[1:] + [None]))
+
+    def step(self, model_output, t:float, t_next:float|None, x_t):
+        "Euler step from σ = t/1000 to σ_next = t_next/1000 (0 after the last step)."
+        T = self.num_train_timesteps
+        return flow_euler_step(model_output, x_t, t / T, 0.0 if t_next is None else t_next / T)
+

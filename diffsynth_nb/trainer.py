@@ -56,7 +56,9 @@ class TrainConfig:
     modelscope_model_id: str = None        # ModelScope model id to upload the LoRA to (upload not implemented yet; accepted for compatibility)
     modelscope_access_token: str = None    # ModelScope access token for that upload
     seed: int = 0                          # new: seed of noise, timesteps, crops and sampling order
-    snr_gamma: float = None                # new: min-SNR-γ loss weighting (Hang et al. 2023), e.g. 5.0; default: plain MSE
+    snr_gamma: float = None                # new: min-SNR-γ loss weighting (Hang et al. 2023), e.g. 5.0; default: plain MSE (DDPM families only)
+    timestep_sampling: str = None          # new: how training draws σ in flow-matching families (sd3): logit_normal (None: sd3's default) or uniform (the 2024 trainer); DDPM families take only uniform
+    loss_weighting: str = None             # new: flow-matching loss weight (sd3): none (None: sd3's default) or bell (the 2024 trainer's bell-shaped weight); DDPM families use --snr_gamma
     skip_bad_images: bool = False          # new: skip unreadable images with a warning instead of stopping
     save_state_every_n_steps: int = 100    # new: keep a full training state (LoRA, optimizer, step, data position) every N optimizer steps (0: only at epoch ends)
     keep_last_states: int = 2              # new: how many training states to keep in output_path/states
@@ -97,6 +99,7 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
         if int(getattr(cfg, flag)) < 1: raise ValueError(f"--{flag} must be at least 1, got {getattr(cfg, flag)}")
     if cfg.save_state_every_n_steps < 0: raise ValueError(f"--save_state_every_n_steps must be 0 or more, got {cfg.save_state_every_n_steps}")
     if cfg.snr_gamma is not None and cfg.snr_gamma <= 0: raise ValueError(f"--snr_gamma must be positive, got {cfg.snr_gamma}")
+    family_cls.schedule.training(cfg.timestep_sampling, cfg.loss_weighting, cfg.snr_gamma)   # a flag this family's schedule lacks: said now
     if cfg.resume_from is not None and not Path(cfg.resume_from).exists():
         raise FileNotFoundError(f"--resume_from {cfg.resume_from}: no such state file (states are in <output_path>/states/step=*.ckpt)")
     if cfg.dataset_path is None: raise ValueError("--dataset_path is required: a folder holding train/metadata.csv")
@@ -120,13 +123,14 @@ class LoRATrainer(L.LightningModule):
         super().__init__()
         self.family, self.cfg, self.dataset = family, cfg, dataset
         self.family.requires_grad_(False)
+        self.schedule = family.schedule.training(cfg.timestep_sampling, cfg.loss_weighting, cfg.snr_gamma)   # with the training flags
         add_lora(family.denoiser, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules, INIT_LORA_WEIGHTS[cfg.init_lora_weights])
         if cfg.use_gradient_checkpointing: family.enable_gradient_checkpointing()
         self.family.eval(); self.family.denoiser.train()
         self.strict_loading, self.last_finite_loss, self.batches_trained = False, None, 0   # states hold only the LoRA weights
 
     def training_step(self, batch, batch_idx):
-        fam, sched = self.family, self.family.schedule
+        fam, sched = self.family, self.schedule
         g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, self.global_rank, self.current_epoch, batch_idx))
         with torch.no_grad():
             x0 = fam.encode_images(batch["image"], generator=g)
@@ -135,7 +139,7 @@ class LoRATrainer(L.LightningModule):
         t = sched.sample_timesteps(x0.shape[0], generator=g, device=x0.device)
         pred = fam.predict(sched.add_noise(x0, eps, t), t, cond)
         err = F.mse_loss(pred.float(), sched.target(x0, eps, t).float(), reduction="none").mean(dim=tuple(range(1, x0.ndim)))
-        loss = (err * sched.loss_weight(t, self.cfg.snr_gamma)).mean()
+        loss = (err * sched.loss_weight(t)).mean()
         self.check_finite(loss, batch_idx)
         self.last_loss, self.batches_trained = loss.detach(), self.batches_trained + 1
         self.log("train_loss", loss, prog_bar=True)
@@ -219,7 +223,8 @@ def public_config(cfg:TrainConfig) -> dict:
     return {k: v for k, v in json.loads(json.dumps(asdict(cfg), default=str)).items() if k not in SECRET_FLAGS}
 
 RESUME_MUST_MATCH = ("lora_rank", "lora_alpha", "lora_target_modules", "init_lora_weights", "batch_size", "steps_per_epoch",
-                     "accumulate_grad_batches", "seed", "height", "width", "center_crop", "random_flip", "precision", "snr_gamma")
+                     "accumulate_grad_batches", "seed", "height", "width", "center_crop", "random_flip", "precision", "snr_gamma",
+                     "timestep_sampling", "loss_weighting")
 
 def check_settings(info:dict, # a state's `diffsynth_nb` entry (family, config, dataset fingerprint)
                    cfg:TrainConfig, family_cls, # this run's settings and family class

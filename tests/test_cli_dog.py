@@ -1,4 +1,4 @@
-"""End to end on real photos: the CLI and `train_lora` on ../shared/data/dog with the tiny random SD 1.5.
+"""End to end on real photos: the CLI and `train_lora` on ../shared/data/dog with the tiny random SD 1.5 (and SDXL, SD3).
 
 Skipped when the sample photos are absent. Each run: 64x64, batch size 2, 20 steps, CPU.
 """
@@ -111,3 +111,37 @@ def test_cli_train_and_generate_family(family, tmp_path):
     base, with_lora = (np.asarray(Image.open(tmp_path / f)) for f in ("base.png", "lora.png"))
     assert base.shape == with_lora.shape == (size, size, 3)
     assert (base != with_lora).any(), "merging the trained LoRA did not change the image"
+
+
+def test_cli_sd3_train_and_generate(tmp_path):
+    """SD3 (tiny, with T5) through the same commands: its LoRA file is in diffusers names (`transformer.….lora_A.weight`),
+    with alpha/rank folded into lora_B; the 2024 trainer's timestep sampling and weighting are selectable by flag."""
+    r = subprocess.run(CLI + ["tiny", "sd3", "--t5", str(tmp_path / "models")], capture_output=True, text=True, timeout=300)
+    ckpt = tmp_path / "models" / "stable_diffusion_3" / "sd3_medium_incl_clips_t5xxlfp16.safetensors"
+    assert r.returncode == 0 and r.stdout == f"{ckpt}\n" and "RANDOM" in r.stderr, r.stderr
+    out = run(["train", "sd3", "--pretrained_path", ckpt, "--dataset_path", DOG, "--output_path", tmp_path / "run",
+               "--height", 32, "--width", 32, "--batch_size", 2, "--steps_per_epoch", 6, "--precision", "32",
+               "--lora_rank", 4, "--lora_alpha", 8.0, "--learning_rate", 1e-3, "--center_crop", "--accelerator", "cpu",
+               "--timestep_sampling", "uniform", "--loss_weighting", "bell"], tmp_path)
+    lora = tmp_path / "run" / "sd3_lora_epoch000.safetensors"
+    assert f"LoRA saved to {lora}" in out
+    sd, meta = load_file(lora), read_safetensors_metadata(lora)
+    k = "transformer.transformer_blocks.0.attn.add_q_proj"
+    assert sd[f"{k}.lora_A.weight"].shape[0] == 4 and all(n.startswith("transformer.") for n in sd)
+    assert any(v.abs().max() > 0 for n, v in sd.items() if n.endswith("lora_B.weight")), "LoRA did not train"
+    assert json.loads(meta["lora_adapter_metadata"])["transformer.lora_alpha"] == 4 and meta["diffsynth_nb.trained_alpha"] == "8.0"
+    training = json.loads(meta["diffsynth_nb.training"])
+    assert (meta["diffsynth_nb.family"], meta["ss_steps"], training["timestep_sampling"], training["loss_weighting"]) == ("sd3", "6", "uniform", "bell")
+
+    common = ["--pretrained_path", ckpt, "--prompt", "a dog", "--height", 32, "--width", 32, "--num_inference_steps", 4, "--seed", 1]
+    run(["generate", "sd3", *common, "--output", tmp_path / "base.png"], tmp_path)
+    run(["generate", "sd3", *common, "--lora_path", lora, "--output", tmp_path / "lora.png"], tmp_path)
+    base, with_lora = (np.asarray(Image.open(tmp_path / f)) for f in ("base.png", "lora.png"))
+    assert base.shape == with_lora.shape == (32, 32, 3)
+    assert (base != with_lora).any(), "merging the trained LoRA did not change the image"
+    r = subprocess.run(CLI + ["train", "sd3", "--pretrained_path", str(ckpt), "--dataset_path", str(DOG), "--height", "40",
+                              "--output_path", str(tmp_path / "r40")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--height 40 is not allowed for sd3: use a positive multiple of 16" in r.stderr, r.stderr
+    r = subprocess.run(CLI + ["train", "sd15", "--pretrained_path", str(ckpt), "--dataset_path", str(DOG),
+                              "--timestep_sampling", "logit_normal"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--timestep_sampling logit_normal: this DDPM family" in r.stderr, r.stderr

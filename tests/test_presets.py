@@ -10,6 +10,8 @@ def test_download_models_fresh_process(tmp_path):
             calls.append((repo_id, filename)); return local_dir + "/" + filename
         for p in download_models(["StableDiffusion_v15"], {str(tmp_path)!r}, downloader=fake): print(p)
         print(calls[0])
+        sd3 = download_models(["StableDiffusion3_without_T5", "StableDiffusion3"], {str(tmp_path)!r}, downloader=fake)
+        print(len(sd3), sd3[0], sd3[9], sorted(p.name for p in sd3 if p.parent.name == "tokenizer_3"))
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -18,6 +20,9 @@ def test_download_models_fresh_process(tmp_path):
     assert lines[:5] == [str(sd / "v1-5-pruned-emaonly.safetensors")] + [
         str(sd / "tokenizer" / f) for f in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")]
     assert lines[5] == "('stable-diffusion-v1-5/stable-diffusion-v1-5', 'v1-5-pruned-emaonly.safetensors')"
+    sd3 = tmp_path / "stable_diffusion_3"   # SD3: the file without T5 + 2 tokenizer folders, then the file with T5 + 3 folders
+    assert lines[6] == (f"22 {sd3 / 'sd3_medium_incl_clips.safetensors'} {sd3 / 'sd3_medium_incl_clips_t5xxlfp16.safetensors'} "
+                        "['special_tokens_map.json', 'spiece.model', 'tokenizer.json', 'tokenizer_config.json']")
 
 
 def test_readme_imports_work_in_a_fresh_process():
