@@ -13,6 +13,8 @@ _EXPORTS = {
     "SD15": "sd15", "write_tiny_sd15": "sd15", "load_sd15": "sd15",
     "SDXL": "sdxl", "SDXLImagePipeline": "sdxl", "write_tiny_sdxl": "sdxl", "load_sdxl": "sdxl",
     "Kolors": "kolors", "KolorsImagePipeline": "kolors", "write_tiny_kolors": "kolors", "load_kolors": "kolors",
+    "HunyuanDiT": "hunyuan_dit", "HunyuanDiTImagePipeline": "hunyuan_dit", "write_tiny_hunyuan_dit": "hunyuan_dit",
+    "load_hunyuan_dit": "hunyuan_dit",
     "run_demo": "demo",
 }
 __all__ = list(_EXPORTS)
