@@ -260,6 +260,10 @@ def detect_family(path:str|Path # a release checkpoint (`.safetensors`), or a fo
     "The registered family whose release layout matches the tensor names in `path` (or that claims the path); `ValueError` if none does."
     path = Path(path)
     if (path.is_dir() or path.suffix != ".safetensors") and (name := main_family(path)) is not None: return FAMILIES[name]
+    if path.is_dir():   # a folder no family takes: say which folders they do take
+        takes = [f"{n}: {c.claims.__doc__.strip()}" for n, c in FAMILIES.items() if c.claims.__func__ is not DiffusionFamily.claims.__func__]
+        raise IsADirectoryError(f"{path} is a folder; pass the .safetensors file inside it" + (f", or a release folder a family takes "
+                                f"({'; '.join(takes)})" if takes else ""))
     keys = safetensors_header(path)[0]
     if (name := family_of(keys)) is not None: return FAMILIES[name]
     lora = any("lora" in k for k in keys)
