@@ -14,6 +14,8 @@ _EXPORTS = {
     "SDXL": "sdxl", "SDXLImagePipeline": "sdxl", "write_tiny_sdxl": "sdxl", "load_sdxl": "sdxl",
     "Kolors": "kolors", "KolorsImagePipeline": "kolors", "write_tiny_kolors": "kolors", "load_kolors": "kolors",
     "SD3": "sd3", "SD3ImagePipeline": "sd3", "write_tiny_sd3": "sd3", "load_sd3": "sd3",
+    "HunyuanDiT": "hunyuan_dit", "HunyuanDiTImagePipeline": "hunyuan_dit", "write_tiny_hunyuan_dit": "hunyuan_dit",
+    "load_hunyuan_dit": "hunyuan_dit",
     "run_demo": "demo",
 }
 __all__ = list(_EXPORTS)

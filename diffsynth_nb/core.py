@@ -12,8 +12,8 @@ import torch
 __all__ = ['PRECISIONS', 'DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'LIGHTNING_LOGGERS', 'QUIET_WARNINGS',
            'weight_dtype', 'DiskFullError', 'human_size', 'atomic_path', 'save_safetensors',
            'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'sample_data',
-           'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of', 'detect_family',
-           'download_models', 'DownloadError', 'quiet_third_party', 'epoch_label', 'progress_bar']
+           'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of', 'main_family',
+           'detect_family', 'download_models', 'DownloadError', 'quiet_third_party', 'epoch_label', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 PRECISIONS = ("32", "16", "16-mixed", "bf16-mixed")
@@ -146,7 +146,7 @@ def sample_data(name:str="dog" # `dog`, `dog_zh` or `cat`
 
 # %% ../nbs/00_core.ipynb #3426ff99
 FAMILIES: dict[str, type] = {}
-FAMILY_MODULES = ["diffsynth_nb.sd15", "diffsynth_nb.sdxl", "diffsynth_nb.kolors", "diffsynth_nb.sd3"]   # imported on first use, so that their families and presets are registered
+FAMILY_MODULES = ["diffsynth_nb.sd15", "diffsynth_nb.sdxl", "diffsynth_nb.kolors", "diffsynth_nb.sd3", "diffsynth_nb.hunyuan_dit"]   # imported on first use, so that their families and presets are registered
 
 def load_families():
     "Import the family modules (registering `FAMILIES` and `MODEL_PRESETS`)."
@@ -182,6 +182,10 @@ class DiffusionFamily(torch.nn.Module):
     @classmethod
     def matches(cls, keys:set[str]) -> bool:
         "Whether a checkpoint with these tensor names is a release file of this family."
+        return False
+    @classmethod
+    def claims(cls, path:Path) -> bool:
+        "Whether `path`, a folder or a file that is not `.safetensors` (Hunyuan-DiT: the release folder `t2i`, its `.pt` DiT), is this family's main model path."
         return False
     @classmethod
     def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu"): raise NotImplementedError
@@ -246,9 +250,24 @@ def family_of(keys:set[str] # tensor names of a checkpoint
     load_families()
     return next((name for name, cls in FAMILIES.items() if cls.matches(keys)), None)
 
-def detect_family(path:str|Path # a release checkpoint (`.safetensors`)
+def main_family(path:str|Path # a path in `file_path_list`
+               ) -> str|None:
+    "Name of the family whose main model `path` is (a folder or pickle a family `claims`, or a `.safetensors` release file), or `None`."
+    load_families()
+    path = Path(path)
+    if path.is_dir() or (path.is_file() and path.suffix != ".safetensors"):
+        return next((name for name, cls in FAMILIES.items() if cls.claims(path)), None)
+    return family_of(safetensors_header(path)[0]) if path.is_file() else None
+
+def detect_family(path:str|Path # a release checkpoint (`.safetensors`), or a folder or pickle that a family `claims`
                  ) -> type:
-    "The registered family whose release layout matches the tensor names in `path`; `ValueError` if none does."
+    "The registered family whose release layout matches the tensor names in `path` (or that claims the path); `ValueError` if none does."
+    path = Path(path)
+    if (path.is_dir() or path.suffix != ".safetensors") and (name := main_family(path)) is not None: return FAMILIES[name]
+    if path.is_dir():   # a folder no family takes: say which folders they do take
+        takes = [f"{n}: {c.claims.__doc__.strip()}" for n, c in FAMILIES.items() if c.claims.__func__ is not DiffusionFamily.claims.__func__]
+        raise IsADirectoryError(f"{path} is a folder; pass the .safetensors file inside it" + (f", or a release folder a family takes "
+                                f"({'; '.join(takes)})" if takes else ""))
     keys = safetensors_header(path)[0]
     if (name := family_of(keys)) is not None: return FAMILIES[name]
     lora = any("lora" in k for k in keys)

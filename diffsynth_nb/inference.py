@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 import torch
 from PIL import Image
-from .core import get_family, detect_family, read_safetensors_metadata, family_of, safetensors_header
+from .core import get_family, detect_family, read_safetensors_metadata, family_of, safetensors_header, main_family
 from .data import to_pil
 from .lora import merge_lora, component_name
 
@@ -51,7 +51,7 @@ class ModelManager:
     def __init__(self, torch_dtype=torch.float16, device="cuda", file_path_list=()):
         self.torch_dtype, self.device, self.models = torch_dtype, device, []
         paths = [Path(p) for p in file_path_list]
-        mains = [p for p in paths if p.is_file() and p.suffix == ".safetensors" and family_of(safetensors_header(p)[0])]
+        mains = [p for p in paths if main_family(p)]   # release files, and folders or pickles a family claims (Hunyuan-DiT)
         parts = left = [p for p in paths if p not in mains]
         for p in mains:   # which parts (text-encoder folders, VAE files) each checkpoint takes: checked before loading anything
             left = [o for o in left if o not in detect_family(p).companion_kwargs(p, left)[1]]

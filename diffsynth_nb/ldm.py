@@ -14,7 +14,7 @@ from .core import atomic_path, family_of
 __all__ = ['UNET_PREFIX', 'VAE_PREFIX', 'CLIP_PREFIX', 'TOKENIZER_FILES', 'TINY_METADATA', 'unet_to_ldm', 'vae_to_ldm',
            'clip_to_ldm', 'randomize_', 'open_clip_to_ldm', 'kohya_text_root', 'write_text_atomic',
            'write_tiny_clip_tokenizer', 'quiet_loading', 'release_file', 'check_release_keys', 'load_clip_tokenizer',
-           'ready_models']
+           'ready_models', 'spm_charsmap', 't5_tokenizer']
 
 # %% ../nbs/03a_ldm.ipynb #a6589650
 UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."
@@ -230,3 +230,44 @@ def ready_models(models:dict, # name → model or tokenizer, as the loader built
         if missing: raise KeyError(f"{path} has no weights for the {name}'s {missing[:3]}...: is it {release} release file?")
         out[name] = out[name].to(device).eval()
     return out
+
+# %% ../nbs/03a_ldm.ipynb #c55cebaf
+def _varint(buf:bytes, i:int) -> tuple[int, int]:
+    "The protobuf varint at `buf[i:]` and the index after it."
+    n = shift = 0
+    while True:
+        b = buf[i]; i += 1
+        n |= (b & 0x7F) << shift; shift += 7
+        if b < 0x80: return n, i
+
+def _proto_field(buf:bytes, field:int) -> bytes|None:
+    "The bytes of the first length-delimited `field` of the protobuf message `buf` (wire format, no schema needed), or None."
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 0: _, i = _varint(buf, i); continue
+        if wire in (1, 5): i += 8 if wire == 1 else 4; continue
+        if wire != 2: raise ValueError(f"unexpected protobuf wire type {wire}")
+        n, i = _varint(buf, i)
+        if key >> 3 == field: return buf[i:i + n]
+        i += n
+    return None
+
+def spm_charsmap(model_file:str|Path) -> bytes|None:
+    "The `precompiled_charsmap` (normaliser table) of a sentencepiece model: `ModelProto.normalizer_spec` (field 3) `.precompiled_charsmap` (field 2)."
+    spec = _proto_field(Path(model_file).read_bytes(), 3)
+    return _proto_field(spec, 2) if spec else None
+
+def t5_tokenizer(model_file:str|Path, # a T5/mT5 `spiece.model`
+                 model_max_length:int, # tokens per caption
+                 extra_ids:int=0 # sentinel tokens `<extra_id_N>` appended to the vocabulary (T5: 100, mT5's config: 0)
+                ):
+    "transformers' `T5Tokenizer` from a sentencepiece file without protobuf: its pieces, scores and normaliser; `ValueError` unless pad, eos, unk are ids 0, 1, 2."
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    if (sp.pad_id(), sp.eos_id(), sp.unk_id()) != (0, 1, 2):
+        raise ValueError(f"{model_file}: not a T5 sentencepiece model (pad, eos, unk ids are {sp.pad_id(), sp.eos_id(), sp.unk_id()}, T5's 0, 1, 2)")
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    return T5Tokenizer(vocab=vocab, _spm_precompiled_charsmap=spm_charsmap(model_file), extra_ids=extra_ids, model_max_length=model_max_length)

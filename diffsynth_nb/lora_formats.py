@@ -188,7 +188,9 @@ def hunyuan_lora_from_release(tensors:dict[str, torch.Tensor], # a LoRA in Tence
             if d["up"].shape[0] % len(names): raise ValueError(f"{tencent}: lora_B has {d['up'].shape[0]} rows, which do not split into its {len(names)} parts {', '.join(names)}")
             fused = {k: v.float() for k, v in d.items()}
             if tencent in HUNYUAN_SWAPPED_HALVES: fused["up"] = _swap_halves(fused["up"])
-            parts = split_lora(fused, [d["up"].shape[0] // len(names)] * len(names))
+            sizes = [d["up"].shape[0] // len(names)] * len(names)
+            parts = split_lora(fused, sizes, compact=len(names) > 1)   # a fused layer's all-zero parts are padding (not adapted)
+            if all(p is None for p in parts): parts = split_lora(fused, sizes, compact=False)   # an untrained (B = 0) layer is still a layer
         except ValueError as e: problems.append(str(e)); continue
         out.update({"transformer." + n: p for n, p in zip(names, parts) if p is not None})   # diffusers' names (`merge_lora` maps `transformer.` to `lora_unet`)
     if problems: raise ValueError(f"{where}: {len(problems)} LoRA layer(s) are not usable: {'; '.join(problems[:3])}. Nothing was read.")

@@ -343,7 +343,7 @@ def make_strategy(cfg:TrainConfig):
     return DeepSpeedStrategy(stage=int(cfg.training_strategy[-1]), exclude_frozen_parameters=True)
 
 # %% ../nbs/05_trainer.ipynb #8c313b28
-def train_lora(family:str="sd15", # model family: sd15 (sdxl, kolors, sd3, hunyuan_dit to come)
+def train_lora(family:str="sd15", # model family: sd15, sdxl, kolors, sd3 or hunyuan_dit
                cfg:TrainConfig|None=None, # a full config; keyword arguments override its fields
                callbacks:list=(), # extra Lightning callbacks (sample images, loggers, ...)
                **kwargs) -> Path:

@@ -83,29 +83,39 @@ def test_cli_bad_flag_names_it(tiny, tmp_path):
 
 
 # Other families through the same commands: the folder/file `diffsynth-nb tiny FAMILY` writes, a small training size
-# (a multiple of the family's pixel multiple) and the base-model tag the LoRA header carries.
-FAMILY_RUNS = {"sdxl": ("stable_diffusion_xl/sd_xl_base_1.0.safetensors", 32, "sdxl_base_v1-0")}
+# (a multiple of the family's pixel multiple), the base-model tag the LoRA header carries, the prefix of every key of the
+# LoRA file, one layer it must hold with that layer's down-matrix name, rank and alpha (trained with rank 4, alpha 8),
+# the sample photos and a prompt.
+FAMILY_RUNS = {
+    "sdxl": ("stable_diffusion_xl/sd_xl_base_1.0.safetensors", 32, "sdxl_base_v1-0", "lora_unet_",
+             ("lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q", "lora_down.weight", 4, 8.0), "dog", "a dog"),
+    # the release folder; the LoRA in ComfyUI's (Tencent's) layout: q, k, v fused into Wqkv, rank 3r, alpha 3α
+    "hunyuan_dit": ("HunyuanDiT/t2i", 32, "hunyuan_dit_v1.1", "base_model.model.blocks.",
+                    ("base_model.model.blocks.0.attn1.Wqkv", "lora_A.weight", 12, 24.0), "dog_zh", "一只小狗"),
+}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_RUNS))
 def test_cli_train_and_generate_family(family, tmp_path):
-    rel, size, base_model = FAMILY_RUNS[family]
+    rel, size, base_model, prefix, (layer, down, rank, alpha), data, prompt = FAMILY_RUNS[family]
+    photos = sample_data(data)
+    if photos is None: pytest.skip(f"../shared/data/{data} (sample photos) not found")
     r = subprocess.run(CLI + ["tiny", family, str(tmp_path / "models")], capture_output=True, text=True, timeout=300)
     ckpt = tmp_path / "models" / rel
-    assert r.returncode == 0 and ckpt.is_file() and "RANDOM" in r.stdout + r.stderr, r.stderr
-    out = run(["train", family, "--pretrained_path", ckpt, "--dataset_path", DOG, "--output_path", tmp_path / "run",
+    assert r.returncode == 0 and ckpt.exists() and "RANDOM" in r.stdout + r.stderr, r.stderr
+    assert r.stdout == f"{ckpt}\n"   # only the path on stdout
+    out = run(["train", family, "--pretrained_path", ckpt, "--dataset_path", photos, "--output_path", tmp_path / "run",
                "--height", size, "--width", size, "--batch_size", 2, "--steps_per_epoch", 6, "--precision", "32",
                "--lora_rank", 4, "--lora_alpha", 8.0, "--learning_rate", 1e-3, "--center_crop", "--accelerator", "cpu"], tmp_path)
     lora = tmp_path / "run" / f"{family}_lora_epoch000.safetensors"
     assert f"LoRA saved to {lora}" in out
     sd, meta = load_file(lora), read_safetensors_metadata(lora)
-    assert sd and all(k.startswith("lora_unet_") for k in sd)
-    k = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"   # kohya layout, diffusers module names
-    assert sd[f"{k}.lora_down.weight"].shape[0] == 4 and sd[f"{k}.alpha"].item() == 8.0
-    assert any(v.abs().max() > 0 for n, v in sd.items() if n.endswith("lora_up.weight")), "LoRA did not train"
+    assert sd and all(k.startswith(prefix) for k in sd), sorted(sd)[:3]
+    assert sd[f"{layer}.{down}"].shape[0] == rank and sd[f"{layer}.alpha"].item() == alpha
+    assert any(v.abs().max() > 0 for n, v in sd.items() if n.endswith(("lora_up.weight", "lora_B.weight"))), "LoRA did not train"
     assert (meta["diffsynth_nb.family"], meta["ss_base_model_version"], meta["ss_steps"]) == (family, base_model, "6")
 
-    common = ["--pretrained_path", ckpt, "--prompt", "a dog", "--height", size, "--width", size, "--num_inference_steps", 4, "--seed", 1]
+    common = ["--pretrained_path", ckpt, "--prompt", prompt, "--height", size, "--width", size, "--num_inference_steps", 4, "--seed", 1]
     run(["generate", family, *common, "--output", tmp_path / "base.png"], tmp_path)
     run(["generate", family, *common, "--lora_path", lora, "--lora_alpha", 1.0, "--output", tmp_path / "lora.png"], tmp_path)
     base, with_lora = (np.asarray(Image.open(tmp_path / f)) for f in ("base.png", "lora.png"))
