@@ -130,7 +130,7 @@ class MergePlan:
 
 def _kohya_name(name:str, modules:dict) -> str:
     "The kohya stem of a layer name as written: kohya names pass, diffusers/peft `text_encoder.a.b` → `lora_te_a_b`."
-    if "." not in name: return name
+    if "." not in name and name.startswith("lora_"): return name   # bare peft names without a dot (`proj_out`) are not kohya names
     for comp, prefixes in DIFFUSERS_COMPONENTS.items():
         if name.startswith(comp + "."):
             prefix = next((p for p in prefixes if p in modules), prefixes[0])
