@@ -242,6 +242,8 @@ def check_settings(info:dict, # a state's `diffsynth_nb` entry (family, config, 
                              f"resume with the same base model, or start a new run in another --output_path")
     for flag in RESUME_MUST_MATCH:
         old, new = saved.get(flag), json.loads(json.dumps(getattr(cfg, flag), default=str))
+        if flag in ("timestep_sampling", "loss_weighting"):   # None means the family's default: compare what the runs use
+            old, new = (v if v is not None else getattr(family_cls.schedule, flag) for v in (old, new))
         if old != new:
             raise ValueError(f"--{flag} {new} differs from the saved state's {old}; resume with the same value, "
                              f"or start a new run in another --output_path")
