@@ -160,10 +160,14 @@ def load_sd3(checkpoint_path:str|Path, # `sd3_medium_incl_clips.safetensors` or 
              tokenizer_2_path:str|Path|None=None, # CLIP-G tokenizer folder (default: `tokenizer_2/` beside the file)
              tokenizer_3_path:str|Path|None=None, # T5 tokenizer folder (default: `tokenizer_3/` beside the file; only with T5)
              torch_dtype=torch.float32, device="cpu") -> dict:
-    "`dict(transformer, vae, text_encoder, text_encoder_2, text_encoder_3, tokenizer, tokenizer_2, tokenizer_3)` from one SD3 release file, offline; VAE in float32; the T5 entries `None` without T5."
+    "`dict(transformer, vae, text_encoder, text_encoder_2, text_encoder_3, tokenizer, tokenizer_2, tokenizer_3)` from one SD3 release file, offline; VAE in float32; the T5 entries `None` without T5; `ValueError` for a file without the text encoders (`sd3_medium.safetensors`) or of another family, `FileNotFoundError` for a missing tokenizer folder."
     path = release_file(checkpoint_path, "SD3", f"stable_diffusion_3/{CHECKPOINT_NAME}")
     if path.suffix != ".safetensors": raise ValueError(f"{path}: the SD3 loader reads the release .safetensors file ({CHECKPOINT_NAME} or {CHECKPOINT_T5_NAME})")
     keys, meta = safetensors_header(path)
+    if MMDIT_PREFIX + "joint_blocks.0.x_block.attn.qkv.weight" in keys and not any(k.startswith("text_encoders.") for k in keys):
+        raise ValueError(f"{path} holds the MMDiT and VAE only (as the release's sd3_medium.safetensors does), without the text encoders: "
+                         f"use {CHECKPOINT_NAME} or {CHECKPOINT_T5_NAME} from {RELEASE_REPO} "
+                         f"(download_models(['StableDiffusion3_without_T5']) or (['StableDiffusion3']))")
     check_release_keys(path, keys, is_sd3_checkpoint, "an SD3", "the model.diffusion_model.joint_blocks, text_encoders.clip_l/clip_g weights")
     has_t5 = T5_PREFIX + "shared.weight" in keys
     if config_dir is None: config_dir = TINY_CONFIG_DIR if meta.get("diffsynth_nb.variant") == "tiny-random" else CONFIG_DIR
