@@ -201,7 +201,8 @@ class SD3(DiffusionFamily):
         self.text_encoder_3, self.tokenizer, self.tokenizer_2, self.tokenizer_3 = text_encoder_3, tokenizer, tokenizer_2, tokenizer_3
 
     @classmethod
-    def matches(cls, keys): return is_sd3_checkpoint(keys)
+    def matches(cls, keys):   # also the MMDiT-only sd3_medium.safetensors, so that `generate` reaches `load_sd3`, which names the files to use
+        return is_sd3_checkpoint(keys) or MMDIT_PREFIX + "joint_blocks.0.x_block.attn.qkv.weight" in keys
     @classmethod
     def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu", **kwargs):
         "Load the release file at `path` (see `load_sd3`)."
