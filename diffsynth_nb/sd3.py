@@ -221,6 +221,7 @@ class SD3(DiffusionFamily):
         return {"lora_unet": self.transformer, "lora_te1": kohya_text_root(self.text_encoder), "lora_te2": kohya_text_root(self.text_encoder_2),
                 "lora_te3": self.text_encoder_3}
     def tokenizers(self):
+        "{name in messages: tokenizer} of the text encoders in use (T5 only when loaded), for the caption-length warnings."
         toks = {"CLIP-L text encoder": self.tokenizer, "CLIP-G text encoder": self.tokenizer_2}
         return toks | ({"T5-XXL text encoder": self.tokenizer_3} if self.text_encoder_3 is not None else {})
 
@@ -273,6 +274,7 @@ class SD3(DiffusionFamily):
         return save_safetensors(sd, path, meta)
 
     def lora_metadata(self):
+        "Header entries naming the family and base model (ours, and the `modelspec.*` that A1111/Civitai-style tools show)."
         return {"diffsynth_nb.family": self.name, "diffsynth_nb.base_model": "stable-diffusion-3-medium",
                 "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": "stable-diffusion-v3-medium/lora",
                 "modelspec.implementation": "diffusers", "modelspec.title": "diffsynth_nb SD3 LoRA"}
@@ -284,4 +286,5 @@ class SD3ImagePipeline(SDImagePipeline):
     def from_model_manager(cls, model_manager): return cls(model_manager.model("sd3"))
     def __call__(self, prompt:str, negative_prompt:str="", cfg_scale:float=7.5, num_inference_steps:int=20,
                  height:int=1024, width:int=1024, **kwargs):
+        "A PIL image (see `generate`): flow-matching Euler, `num_inference_steps` steps, CFG at `cfg_scale`; `height`/`width` in pixels, multiples of 16."
         return super().__call__(prompt, negative_prompt, cfg_scale, num_inference_steps, height, width, **kwargs)
