@@ -160,7 +160,7 @@ def load_sd3(checkpoint_path:str|Path, # `sd3_medium_incl_clips.safetensors` or 
              tokenizer_2_path:str|Path|None=None, # CLIP-G tokenizer folder (default: `tokenizer_2/` beside the file)
              tokenizer_3_path:str|Path|None=None, # T5 tokenizer folder (default: `tokenizer_3/` beside the file; only with T5)
              torch_dtype=torch.float32, device="cpu") -> dict:
-    "`dict(transformer, vae, text_encoder, text_encoder_2, text_encoder_3, tokenizer, tokenizer_2, tokenizer_3)` from one SD3 release file, offline; VAE in float32; the T5 entries `None` without T5; `ValueError` for a file without the text encoders (`sd3_medium.safetensors`) or of another family, `FileNotFoundError` for a missing tokenizer folder."
+    "`dict(transformer, vae, text_encoder, text_encoder_2, text_encoder_3, tokenizer, tokenizer_2, tokenizer_3)` from one SD3 release file, offline; VAE in float32; the T5 entries `None` without T5; `ValueError` for a file without the text encoders (`sd3_medium.safetensors`) or of another family or a CLIP tokenizer with the wrong pad token, `FileNotFoundError` for a missing tokenizer folder."
     path = release_file(checkpoint_path, "SD3", f"stable_diffusion_3/{CHECKPOINT_NAME}")
     if path.suffix != ".safetensors": raise ValueError(f"{path}: the SD3 loader reads the release .safetensors file ({CHECKPOINT_NAME} or {CHECKPOINT_T5_NAME})")
     keys, meta = safetensors_header(path)
@@ -172,8 +172,9 @@ def load_sd3(checkpoint_path:str|Path, # `sd3_medium_incl_clips.safetensors` or 
     has_t5 = T5_PREFIX + "shared.weight" in keys
     if config_dir is None: config_dir = TINY_CONFIG_DIR if meta.get("diffsynth_nb.variant") == "tiny-random" else CONFIG_DIR
     preset = "StableDiffusion3" if has_t5 else "StableDiffusion3_without_T5"
-    tok = load_clip_tokenizer(tokenizer_path or path.parent/"tokenizer", "CLIP-L", TOKENIZER_REPO, preset, "tokenizer")
-    tok2 = load_clip_tokenizer(tokenizer_2_path or path.parent/"tokenizer_2", "CLIP-G", TOKENIZER_REPO, preset, "tokenizer_2")
+    pads = {sub: release_config(sub)["pad_token"] for sub in ("tokenizer", "tokenizer_2")}   # checked: the pad token shapes the padded positions' states
+    tok = load_clip_tokenizer(tokenizer_path or path.parent/"tokenizer", "CLIP-L", TOKENIZER_REPO, preset, "tokenizer", pads["tokenizer"], "SD3")
+    tok2 = load_clip_tokenizer(tokenizer_2_path or path.parent/"tokenizer_2", "CLIP-G", TOKENIZER_REPO, preset, "tokenizer_2", pads["tokenizer_2"], "SD3")
     tok3 = load_t5_tokenizer(tokenizer_3_path or path.parent/"tokenizer_3") if has_t5 else None
     with quiet_loading():
         from diffusers import StableDiffusion3Pipeline, AutoencoderKL
