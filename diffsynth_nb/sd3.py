@@ -160,16 +160,21 @@ def load_sd3(checkpoint_path:str|Path, # `sd3_medium_incl_clips.safetensors` or 
              tokenizer_2_path:str|Path|None=None, # CLIP-G tokenizer folder (default: `tokenizer_2/` beside the file)
              tokenizer_3_path:str|Path|None=None, # T5 tokenizer folder (default: `tokenizer_3/` beside the file; only with T5)
              torch_dtype=torch.float32, device="cpu") -> dict:
-    "`dict(transformer, vae, text_encoder, text_encoder_2, text_encoder_3, tokenizer, tokenizer_2, tokenizer_3)` from one SD3 release file, offline; VAE in float32; the T5 entries `None` without T5."
+    "`dict(transformer, vae, text_encoder, text_encoder_2, text_encoder_3, tokenizer, tokenizer_2, tokenizer_3)` from one SD3 release file, offline; VAE in float32; the T5 entries `None` without T5; `ValueError` for a file without the text encoders (`sd3_medium.safetensors`) or of another family or a CLIP tokenizer with the wrong pad token, `FileNotFoundError` for a missing tokenizer folder."
     path = release_file(checkpoint_path, "SD3", f"stable_diffusion_3/{CHECKPOINT_NAME}")
     if path.suffix != ".safetensors": raise ValueError(f"{path}: the SD3 loader reads the release .safetensors file ({CHECKPOINT_NAME} or {CHECKPOINT_T5_NAME})")
     keys, meta = safetensors_header(path)
+    if MMDIT_PREFIX + "joint_blocks.0.x_block.attn.qkv.weight" in keys and not any(k.startswith("text_encoders.") for k in keys):
+        raise ValueError(f"{path} holds the MMDiT and VAE only (as the release's sd3_medium.safetensors does), without the text encoders: "
+                         f"use {CHECKPOINT_NAME} or {CHECKPOINT_T5_NAME} from {RELEASE_REPO} "
+                         f"(download_models(['StableDiffusion3_without_T5']) or (['StableDiffusion3']))")
     check_release_keys(path, keys, is_sd3_checkpoint, "an SD3", "the model.diffusion_model.joint_blocks, text_encoders.clip_l/clip_g weights")
     has_t5 = T5_PREFIX + "shared.weight" in keys
     if config_dir is None: config_dir = TINY_CONFIG_DIR if meta.get("diffsynth_nb.variant") == "tiny-random" else CONFIG_DIR
     preset = "StableDiffusion3" if has_t5 else "StableDiffusion3_without_T5"
-    tok = load_clip_tokenizer(tokenizer_path or path.parent/"tokenizer", "CLIP-L", TOKENIZER_REPO, preset, "tokenizer")
-    tok2 = load_clip_tokenizer(tokenizer_2_path or path.parent/"tokenizer_2", "CLIP-G", TOKENIZER_REPO, preset, "tokenizer_2")
+    pads = {sub: release_config(sub)["pad_token"] for sub in ("tokenizer", "tokenizer_2")}   # checked: the pad token shapes the padded positions' states
+    tok = load_clip_tokenizer(tokenizer_path or path.parent/"tokenizer", "CLIP-L", TOKENIZER_REPO, preset, "tokenizer", pads["tokenizer"], "SD3")
+    tok2 = load_clip_tokenizer(tokenizer_2_path or path.parent/"tokenizer_2", "CLIP-G", TOKENIZER_REPO, preset, "tokenizer_2", pads["tokenizer_2"], "SD3")
     tok3 = load_t5_tokenizer(tokenizer_3_path or path.parent/"tokenizer_3") if has_t5 else None
     with quiet_loading():
         from diffusers import StableDiffusion3Pipeline, AutoencoderKL
@@ -197,7 +202,8 @@ class SD3(DiffusionFamily):
         self.text_encoder_3, self.tokenizer, self.tokenizer_2, self.tokenizer_3 = text_encoder_3, tokenizer, tokenizer_2, tokenizer_3
 
     @classmethod
-    def matches(cls, keys): return is_sd3_checkpoint(keys)
+    def matches(cls, keys):   # also the MMDiT-only sd3_medium.safetensors, so that `generate` reaches `load_sd3`, which names the files to use
+        return is_sd3_checkpoint(keys) or MMDIT_PREFIX + "joint_blocks.0.x_block.attn.qkv.weight" in keys
     @classmethod
     def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu", **kwargs):
         "Load the release file at `path` (see `load_sd3`)."
@@ -216,6 +222,7 @@ class SD3(DiffusionFamily):
         return {"lora_unet": self.transformer, "lora_te1": kohya_text_root(self.text_encoder), "lora_te2": kohya_text_root(self.text_encoder_2),
                 "lora_te3": self.text_encoder_3}
     def tokenizers(self):
+        "{name in messages: tokenizer} of the text encoders in use (T5 only when loaded), for the caption-length warnings."
         toks = {"CLIP-L text encoder": self.tokenizer, "CLIP-G text encoder": self.tokenizer_2}
         return toks | ({"T5-XXL text encoder": self.tokenizer_3} if self.text_encoder_3 is not None else {})
 
@@ -268,6 +275,7 @@ class SD3(DiffusionFamily):
         return save_safetensors(sd, path, meta)
 
     def lora_metadata(self):
+        "Header entries naming the family and base model (ours, and the `modelspec.*` that A1111/Civitai-style tools show)."
         return {"diffsynth_nb.family": self.name, "diffsynth_nb.base_model": "stable-diffusion-3-medium",
                 "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": "stable-diffusion-v3-medium/lora",
                 "modelspec.implementation": "diffusers", "modelspec.title": "diffsynth_nb SD3 LoRA"}
@@ -279,4 +287,5 @@ class SD3ImagePipeline(SDImagePipeline):
     def from_model_manager(cls, model_manager): return cls(model_manager.model("sd3"))
     def __call__(self, prompt:str, negative_prompt:str="", cfg_scale:float=7.5, num_inference_steps:int=20,
                  height:int=1024, width:int=1024, **kwargs):
+        "A PIL image (see `generate`): flow-matching Euler, `num_inference_steps` steps, CFG at `cfg_scale`; `height`/`width` in pixels, multiples of 16."
         return super().__call__(prompt, negative_prompt, cfg_scale, num_inference_steps, height, width, **kwargs)

@@ -99,7 +99,8 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
         if int(getattr(cfg, flag)) < 1: raise ValueError(f"--{flag} must be at least 1, got {getattr(cfg, flag)}")
     if cfg.save_state_every_n_steps < 0: raise ValueError(f"--save_state_every_n_steps must be 0 or more, got {cfg.save_state_every_n_steps}")
     if cfg.snr_gamma is not None and cfg.snr_gamma <= 0: raise ValueError(f"--snr_gamma must be positive, got {cfg.snr_gamma}")
-    family_cls.schedule.training(cfg.timestep_sampling, cfg.loss_weighting, cfg.snr_gamma)   # a flag this family's schedule lacks: said now
+    sched = family_cls.schedule.training(cfg.timestep_sampling, cfg.loss_weighting, cfg.snr_gamma)   # a flag this family's schedule lacks: said now
+    cfg.timestep_sampling, cfg.loss_weighting = sched.timestep_sampling, sched.loss_weighting   # the family's defaults filled in: headers and states say what was used
     if cfg.resume_from is not None and not Path(cfg.resume_from).exists():
         raise FileNotFoundError(f"--resume_from {cfg.resume_from}: no such state file (states are in <output_path>/states/step=*.ckpt)")
     if cfg.dataset_path is None: raise ValueError("--dataset_path is required: a folder holding train/metadata.csv")
@@ -242,6 +243,8 @@ def check_settings(info:dict, # a state's `diffsynth_nb` entry (family, config, 
                              f"resume with the same base model, or start a new run in another --output_path")
     for flag in RESUME_MUST_MATCH:
         old, new = saved.get(flag), json.loads(json.dumps(getattr(cfg, flag), default=str))
+        if flag in ("timestep_sampling", "loss_weighting"):   # None means the family's default: compare what the runs use
+            old, new = (v if v is not None else getattr(family_cls.schedule, flag) for v in (old, new))
         if old != new:
             raise ValueError(f"--{flag} {new} differs from the saved state's {old}; resume with the same value, "
                              f"or start a new run in another --output_path")
