@@ -278,9 +278,14 @@ def load_vae(path:str|Path, torch_dtype=torch.float32):
 
 # %% ../nbs/04e_hunyuan_dit.ipynb #878202b0
 def release_folder(path:str|Path) -> Path:
-    "The `t2i` folder from the path given: the folder itself, or its `model/pytorch_model_ema.pt` (the seed's main file)."
+    "The `t2i` folder from the path given: the folder itself, or its `model/pytorch_model_ema.pt` (the seed's main file); `FileNotFoundError` saying which folder to pass when `path` is the one above `t2i` or `t2i/model`."
     path = Path(path)
-    return path.parent.parent if path.is_file() else path
+    if path.is_file(): return path.parent.parent
+    dit = Path(RELEASE_FILES["transformer"])
+    for wrong, right in ((path/"t2i"/dit, path/"t2i"), (path/dit.name, path.parent)):   # HunyuanDiT/ or t2i/model/ given
+        if not (path/dit).is_file() and wrong.is_file():
+            raise FileNotFoundError(f"--pretrained_path {path}: this is not the release folder t2i (no {dit} in it); pass {right}")
+    return path
 
 def load_hunyuan_dit(path:str|Path, # the release folder `HunyuanDiT/t2i` (or its `model/pytorch_model_ema.pt`)
                      text_encoder_path:str|Path|None=None, # BERT `.bin` (default: `clip_text_encoder/pytorch_model.bin`)
