@@ -378,6 +378,17 @@ class HunyuanDiT(DiffusionFamily):
         return (path.is_dir() and (path/RELEASE_FILES["transformer"]).is_file()) or (
             path.is_file() and path.name in ("pytorch_model_ema.pt", "pytorch_model_module.pt"))
     @classmethod
+    def check_lora_targets(cls, targets:list[str]):
+        "`ValueError` naming `--lora_target_modules` for Tencent's module names (with diffusers' names to use) and for the attention pool's projections (`F.multi_head_attention_forward` reads their weights directly: a LoRA there never trains)."
+        tencent = {"Wqkv": "to_q,to_k,to_v", "kv_proj": "to_k,to_v", "out_proj": "to_out.0", "fc1": "ff.net.0.proj", "fc2": "ff.net.2"}
+        for t in targets:
+            last = t.split(".")[-1]
+            if last in tencent:
+                raise ValueError(f"--lora_target_modules {t}: that is Tencent's module name; this model has diffusers' names: use {tencent[last]}")
+            if last in ("q_proj", "k_proj", "v_proj", "c_proj") or "pooler" in t.split("."):
+                raise ValueError(f"--lora_target_modules {t}: the attention pool (time_extra_emb.pooler) reads its weights directly, so a LoRA "
+                                 f"there never trains; Tencent's attn2.q_proj is diffusers' attn2.to_q (default: {cls.default_lora_targets})")
+    @classmethod
     def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu", **kwargs):
         "Load the release tree at `path` (see `load_hunyuan_dit`)."
         return cls(**load_hunyuan_dit(path, torch_dtype=torch_dtype, device=device, **kwargs))
