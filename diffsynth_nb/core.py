@@ -238,6 +238,9 @@ class DiffusionFamily(torch.nn.Module):
         return {"diffsynth_nb.family": self.name}
 
     @classmethod
+    def check_lora_targets(cls, targets:list[str]):
+        "Raise `ValueError` naming `--lora_target_modules` for targets this family cannot train, before the model loads (default: none; `add_lora` checks that they exist)."
+    @classmethod
     def check_size(cls, height:int, width:int):
         "Raise `ValueError` naming `--height`/`--width` unless both are positive multiples of `size_multiple`."
         for flag, v in (("--height", height), ("--width", width)):

@@ -19,7 +19,8 @@ __all__ = ['CONFIG_DIR', 'TINY_CONFIG_DIR', 'RELEASE_REPO', 'RELEASE_FILES', 'BE
            'release_config', 'dit_to_diffusers', 'dit_to_tencent', 'tencent_dit_names', 'build_models',
            'load_mt5_tokenizer', 'load_bert_tokenizer', 'tiny_spm_model', 'tiny_bert_vocab', 'write_tiny_hunyuan_dit',
            'load_dit', 'load_bert', 'load_mt5_encoder', 'load_vae', 'release_folder', 'load_hunyuan_dit',
-           'rotary_embedding', 'image_meta_size', 'checkpoint_blocks', 'HunyuanDiT', 'HunyuanDiTImagePipeline']
+           'rotary_embedding', 'image_meta_size', 'exact_timesteps', 'checkpoint_blocks', 'HunyuanDiT',
+           'HunyuanDiTImagePipeline']
 
 # %% ../nbs/04e_hunyuan_dit.ipynb #e9d03b6c
 CONFIG_DIR = Path(diffsynth_nb.__file__).parent/"configs"/"hunyuan_dit"
@@ -278,9 +279,14 @@ def load_vae(path:str|Path, torch_dtype=torch.float32):
 
 # %% ../nbs/04e_hunyuan_dit.ipynb #878202b0
 def release_folder(path:str|Path) -> Path:
-    "The `t2i` folder from the path given: the folder itself, or its `model/pytorch_model_ema.pt` (the seed's main file)."
+    "The `t2i` folder from the path given: the folder itself, or its `model/pytorch_model_ema.pt` (the seed's main file); `FileNotFoundError` saying which folder to pass when `path` is the one above `t2i` or `t2i/model`."
     path = Path(path)
-    return path.parent.parent if path.is_file() else path
+    if path.is_file(): return path.parent.parent
+    dit = Path(RELEASE_FILES["transformer"])
+    for wrong, right in ((path/"t2i"/dit, path/"t2i"), (path/dit.name, path.parent)):   # HunyuanDiT/ or t2i/model/ given
+        if not (path/dit).is_file() and wrong.is_file():
+            raise FileNotFoundError(f"--pretrained_path {path}: this is not the release folder t2i (no {dit} in it); pass {right}")
+    return path
 
 def load_hunyuan_dit(path:str|Path, # the release folder `HunyuanDiT/t2i` (or its `model/pytorch_model_ema.pt`)
                      text_encoder_path:str|Path|None=None, # BERT `.bin` (default: `clip_text_encoder/pytorch_model.bin`)
@@ -323,6 +329,17 @@ def image_meta_size(original_size:torch.Tensor, # `[B, 2]` (height, width) of ea
     target = torch.tensor(target_size).expand(len(original_size), 2)
     return torch.cat([torch.as_tensor(original_size), target, torch.as_tensor(crop_top_left)], 1).float()
 
+def _embedding_dtype(module, args, kwargs):
+    "Forward pre-hook of `time_extra_emb`: its `hidden_dtype` = its own weights' dtype (diffusers passes the timestep's)."
+    return args, {**kwargs, "hidden_dtype": next(module.parameters()).dtype}
+
+def exact_timesteps(transformer) -> bool:
+    "Let `HunyuanDiT2DModel` take float32 timesteps `[B]` whatever its dtype (once; returns whether the hook was added now): cast to bfloat16, t = 999 would be 1000."
+    emb = transformer.time_extra_emb
+    if getattr(emb, "_diffsynth_exact_t", False): return False
+    emb.register_forward_pre_hook(_embedding_dtype, with_kwargs=True); emb._diffsynth_exact_t = True
+    return True
+
 def _checkpointed(forward, *args, **kwargs):
     "`forward(*args, **kwargs)`, its activations recomputed in the backward pass when gradients are on (`torch.utils.checkpoint`, non-reentrant)."
     from torch.utils.checkpoint import checkpoint
@@ -352,6 +369,7 @@ class HunyuanDiT(DiffusionFamily):
         super().__init__()
         self.transformer, self.text_encoder, self.text_encoder_2, self.vae = transformer, text_encoder, text_encoder_2, vae
         self.tokenizer, self.tokenizer_2 = tokenizer, tokenizer_2
+        exact_timesteps(transformer)   # t in float32: bfloat16 holds integers exactly only up to 256
 
     @classmethod
     def claims(cls, path:Path) -> bool:
@@ -359,6 +377,17 @@ class HunyuanDiT(DiffusionFamily):
         path = Path(path)
         return (path.is_dir() and (path/RELEASE_FILES["transformer"]).is_file()) or (
             path.is_file() and path.name in ("pytorch_model_ema.pt", "pytorch_model_module.pt"))
+    @classmethod
+    def check_lora_targets(cls, targets:list[str]):
+        "`ValueError` naming `--lora_target_modules` for Tencent's module names (with diffusers' names to use) and for the attention pool's projections (`F.multi_head_attention_forward` reads their weights directly: a LoRA there never trains)."
+        tencent = {"Wqkv": "to_q,to_k,to_v", "kv_proj": "to_k,to_v", "out_proj": "to_out.0", "fc1": "ff.net.0.proj", "fc2": "ff.net.2"}
+        for t in targets:
+            last = t.split(".")[-1]
+            if last in tencent:
+                raise ValueError(f"--lora_target_modules {t}: that is Tencent's module name; this model has diffusers' names: use {tencent[last]}")
+            if last in ("q_proj", "k_proj", "v_proj", "c_proj") or "pooler" in t.split("."):
+                raise ValueError(f"--lora_target_modules {t}: the attention pool (time_extra_emb.pooler) reads its weights directly, so a LoRA "
+                                 f"there never trains; Tencent's attn2.q_proj is diffusers' attn2.to_q (default: {cls.default_lora_targets})")
     @classmethod
     def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu", **kwargs):
         "Load the release tree at `path` (see `load_hunyuan_dit`)."
@@ -421,10 +450,10 @@ class HunyuanDiT(DiffusionFamily):
             return self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
 
     def predict(self, x_t, t, cond):
-        "v̂ `[B,4,h,w]`: the DiT's first 4 of 8 output channels (the rest is the learned variance, dropped as `HunyuanDiTPipeline` does)."
+        "v̂ `[B,4,h,w]`: the DiT's first 4 of 8 output channels (the rest is the learned variance, dropped as `HunyuanDiTPipeline` does); `t` `[B]` passed in float32."
         d, cfg = self.dtype, self.transformer.config
         rope = rotary_embedding(x_t.shape[-2], x_t.shape[-1], cfg.attention_head_dim, cfg.patch_size, device=x_t.device)
-        out = self.transformer(x_t.to(d), t.to(d), encoder_hidden_states=cond["encoder_hidden_states"].to(d),
+        out = self.transformer(x_t.to(d), t.float(), encoder_hidden_states=cond["encoder_hidden_states"].to(d),
                                text_embedding_mask=cond["text_embedding_mask"], encoder_hidden_states_t5=cond["encoder_hidden_states_t5"].to(d),
                                text_embedding_mask_t5=cond["text_embedding_mask_t5"], image_meta_size=cond["image_meta_size"].to(d),
                                style=cond["style"], image_rotary_emb=rope, return_dict=False)[0]

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.callbacks import ProgressBar
 from .core import get_family, weight_dtype, atomic_path, PRECISIONS, DiskFullError, quiet_third_party, progress_bar
 from .data import TextImageDataset, make_dataloader, mix_seed, dataset_fingerprint, warn_long_captions
-from .lora import add_lora, save_lora
+from .lora import add_lora, save_lora, parse_targets
 from .runs import (remove_if_unused, load_state, SECRET_FLAGS, check_output_path, output_lock, launched_rank, AtomicCheckpointIO, DamagedStateError,
                               check_state, state_paths, latest_good_state, kept_files)
 from .core import load_families
@@ -84,6 +84,7 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     cfg.height, cfg.width = cfg.height or family_cls.default_size, cfg.width or family_cls.default_size
     family_cls.check_size(cfg.height, cfg.width)
     cfg.lora_target_modules = cfg.lora_target_modules or family_cls.default_lora_targets
+    family_cls.check_lora_targets(parse_targets(cfg.lora_target_modules))
     if cfg.training_strategy not in TRAINING_STRATEGIES:
         raise ValueError(f"--training_strategy {cfg.training_strategy!r}: use one of {', '.join(TRAINING_STRATEGIES)}")
     if cfg.training_strategy.startswith("deepspeed") and not torch.cuda.is_available():
