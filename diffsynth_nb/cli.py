@@ -12,7 +12,7 @@ from fastcore.docments import docments
 from . import __version__
 from .core import FAMILIES, PRECISIONS, quiet_third_party, load_families
 from .trainer import TrainConfig, train_lora, TRAINING_STRATEGIES
-from .schedules import TIMESTEP_SAMPLING, LOSS_WEIGHTING
+from .schedules import TIMESTEP_SAMPLING, LOSS_WEIGHTING, SAMPLERS
 
 # %% auto #0
 __all__ = ['REQUIRED_FLAGS', 'add_config_flags', 'cmd_train', 'image_format', 'cmd_generate', 'cmd_tiny', 'cmd_demo',
@@ -82,10 +82,11 @@ def cmd_generate(args):
     size = FAMILIES[args.family].default_size
     height, width = args.height or size, args.width or size
     FAMILIES[args.family].check_size(height, width)
+    if args.sampler: FAMILIES[args.family].schedule.sampling(args.sampler)   # ValueError naming --sampler, before the model loads
     mm = ModelManager(torch_dtype=dtype, device=device, file_path_list=[args.pretrained_path])
     if args.lora_path: mm.load_lora(args.lora_path, lora_alpha=args.lora_alpha)
     image = generate(mm.model(args.family), args.prompt, args.negative_prompt, args.cfg_scale, args.num_inference_steps,
-                     height, width, args.seed)
+                     height, width, args.seed, sampler=args.sampler)
     with atomic_path(out) as tmp: image.save(tmp, format=fmt)
     print(f"image saved to {out}")
     return out
@@ -130,7 +131,10 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--lora_alpha", type=float, default=1.0, help="LoRA strength; 1.0 = as trained (multiplies alpha/rank)")
     g.add_argument("--prompt", required=True, help="what to draw"); g.add_argument("--negative_prompt", default="", help="what to steer away from")
     g.add_argument("--cfg_scale", type=float, default=7.5, help="classifier-free guidance scale")
-    g.add_argument("--num_inference_steps", type=int, default=20, help="sampling steps (DDIM; flow-matching Euler for sd3)")
+    g.add_argument("--num_inference_steps", type=int, default=20, help="sampling steps (DDIM or DDPM, see --sampler; flow-matching Euler for sd3)")
+    defaults = ", ".join(f"{n} {FAMILIES[n].schedule.sampler}" for n in fams if hasattr(FAMILIES[n].schedule, "sampler"))
+    g.add_argument("--sampler", choices=SAMPLERS, default=None, help=f"a DDPM family's sampling step: ddim (deterministic) or ddpm (ancestral); "
+                   f"default: the family's, as its release scheduler config says ({defaults}); sd3 has only Euler")
     g.add_argument("--height", type=int, default=None, help="pixels (default: the family's, 512 for sd15, 1024 for sdxl, kolors and sd3)")
     g.add_argument("--width", type=int, default=None, help="pixels (default: the family's)")
     g.add_argument("--seed", type=int, default=0, help="seed of the initial noise")

@@ -361,8 +361,10 @@ class HunyuanDiT(DiffusionFamily):
     name, default_lora_targets, lora_prefix = "hunyuan_dit", "to_q,to_k,to_v,to_out.0", "lora_unet"
     default_size, size_multiple, latent_channels, vae_scale_factor = 1024, 16, 4, 8   # patch 2 on /8 latents
     # v1.1's Diffusers scheduler config (and the seed): scaled-linear 0.00085→0.03, v-prediction, leading, offset 1. Tencent's own training
-    # scripts and v1.2 use beta_end 0.018. The release samples with DDPM, whose last step lands on ᾱ = 1: hence set_alpha_to_one for our DDIM.
-    schedule = DDPMSchedule(beta_start=0.00085, beta_end=0.03, num_train_timesteps=1000, prediction_type="v_prediction", set_alpha_to_one=True)
+    # scripts and v1.2 use beta_end 0.018. The release samples with DDPMScheduler (fixed_small): our default sampler "ddpm"; its last step
+    # lands on ᾱ = 1, hence set_alpha_to_one for `sampler="ddim"`.
+    schedule = DDPMSchedule(beta_start=0.00085, beta_end=0.03, num_train_timesteps=1000, prediction_type="v_prediction", set_alpha_to_one=True,
+                            sampler="ddpm")
     inference_original_size = (1024, 1024)   # image_meta_size's "original size" when generating: HunyuanDiTPipeline's and Tencent's default
 
     def __init__(self, transformer, text_encoder, text_encoder_2, vae, tokenizer, tokenizer_2):

@@ -21,27 +21,29 @@ def generate(family, # a loaded `DiffusionFamily` (e.g. `SD15`)
              prompt:str, negative_prompt:str|None="", # "" or None: the family's empty negative (SDXL: zeros, as diffusers)
              cfg_scale:float=7.5, # classifier-free guidance scale w (1 = no guidance)
              num_inference_steps:int=20, height:int=512, width:int=512, # pixels; multiples of the family's `size_multiple`
-             seed:int|None=0, # seed of the initial noise (drawn on the CPU, so the same on every device)
+             seed:int|None=0, # seed of the CPU generator that draws the initial noise, then DDPM's step noise (the same on every device)
              latents:torch.Tensor|None=None, # initial noise `[1,C,H/8,W/8]` instead of drawing it
+             sampler:str|None=None, # "ddim" or "ddpm" (DDPM families); None: the family's, as its release scheduler config
              output_type:str="pil", # "pil" for an image, "pt" for a `[3,H,W]` tensor in [0, 1]
              progress_bar_cmd=lambda x: x): # e.g. `tqdm.tqdm`
-    "Text-to-image with the family's schedule (DDIM η=0, or flow-matching Euler for SD3) and CFG; returns a PIL image or a `[3,H,W]` tensor."
+    "Text-to-image with the family's schedule (DDIM η=0 or ancestral DDPM, or flow-matching Euler for SD3) and CFG; returns a PIL image or a `[3,H,W]` tensor."
     family.check_size(height, width)
+    schedule = family.schedule if sampler is None else family.schedule.sampling(sampler)   # ValueError for an unknown one
     dev, dtype = family.device, family.dtype
+    g = torch.Generator("cpu").manual_seed(seed if seed is not None else torch.seed())   # as diffusers' pipelines with a CPU generator
     if latents is None:
-        g = torch.Generator("cpu").manual_seed(seed if seed is not None else torch.seed())
         shape = (1, family.latent_channels, height // family.vae_scale_factor, width // family.vae_scale_factor)
-        latents = torch.randn(shape, generator=g) * family.schedule.init_noise_sigma()
+        latents = torch.randn(shape, generator=g) * schedule.init_noise_sigma()
     x = latents.to(dev, dtype)
     guided = cfg_scale != 1.0
     cond = family.encode_prompt([prompt])
     if guided: cond = {k: torch.cat([v_neg, cond[k]]) for k, v_neg in family.encode_negative_prompt(negative_prompt or "").items()}
     cond = family.size_condition(cond, height, width)
-    for t, t_prev in progress_bar_cmd(family.schedule.timesteps(num_inference_steps)):
+    for t, t_prev in progress_bar_cmd(schedule.timesteps(num_inference_steps)):
         x_in = torch.cat([x, x]) if guided else x
         out = family.predict(x_in, torch.full((x_in.shape[0],), t, device=dev), cond)
         if guided: neg, pos = out.chunk(2); out = neg + cfg_scale * (pos - neg)
-        x = family.schedule.step(out, t, t_prev, x)
+        x = schedule.step(out, t, t_prev, x, generator=g)   # DDPM: a draw from g per step with t > 0
     image = family.decode_latents(x)[0].float()
     return to_pil(image) if output_type == "pil" else ((image + 1) / 2).clamp(0, 1).cpu()
 
@@ -92,7 +94,7 @@ class SDImagePipeline:
     @classmethod
     def from_model_manager(cls, model_manager:ModelManager): return cls(model_manager.model())
     def __call__(self, prompt:str, negative_prompt:str="", cfg_scale:float=7.5, num_inference_steps:int=20,
-                 height:int=512, width:int=512, seed:int|None=None, progress_bar_cmd=lambda x: x, **unsupported):
+                 height:int=512, width:int=512, seed:int|None=None, progress_bar_cmd=lambda x: x, sampler:str|None=None, **unsupported):
         if unsupported: raise TypeError(f"SDImagePipeline does not support {', '.join(unsupported)} yet")
         return generate(self.family, prompt, negative_prompt, cfg_scale, num_inference_steps, height, width, seed,
-                        progress_bar_cmd=progress_bar_cmd)
+                        progress_bar_cmd=progress_bar_cmd, sampler=sampler)

@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 import torch
 
 # %% auto #0
-__all__ = ['TIMESTEP_SAMPLING', 'LOSS_WEIGHTING', 'scaled_linear_betas', 'alphas_cumprod', 'add_noise', 'velocity',
-           'leading_timesteps', 'ddim_step', 'DDPMSchedule', 'snr', 'min_snr_weight', 'shift_sigmas', 'flow_sigmas',
-           'flow_euler_step', 'bell_weight', 'FlowMatchSchedule']
+__all__ = ['SAMPLERS', 'TIMESTEP_SAMPLING', 'LOSS_WEIGHTING', 'scaled_linear_betas', 'alphas_cumprod', 'add_noise', 'velocity',
+           'leading_timesteps', 'ddim_step', 'ddpm_step', 'DDPMSchedule', 'snr', 'min_snr_weight', 'shift_sigmas',
+           'flow_sigmas', 'flow_euler_step', 'bell_weight', 'FlowMatchSchedule']
 
 # %% ../nbs/03_schedules.ipynb #f0547312
 def scaled_linear_betas(beta_start:float=0.00085, beta_end:float=0.012, num_train_timesteps:int=1000) -> torch.Tensor:
@@ -57,21 +57,42 @@ def ddim_step(model_output:torch.Tensor, # ε or v predicted at `t`, `[B,C,h,w]`
     else: raise ValueError(f"unknown prediction_type {prediction_type!r}")
     return (ap.sqrt() * x0 + (1 - ap).sqrt() * eps).to(x_t.dtype)
 
+def ddpm_step(model_output:torch.Tensor, # ε or v predicted at `t`, `[B,C,h,w]`
+              x_t:torch.Tensor, # current latents `[B,C,h,w]`
+              alpha_t:float|torch.Tensor, alpha_prev:float|torch.Tensor, # ᾱ at t and at the next (earlier) step; 1.0 after the last
+              prediction_type:str="epsilon", # "epsilon" or "v_prediction"
+              noise:torch.Tensor|None=None # ε ~ N(0, I) like `x_t`; None: the posterior mean alone (diffusers: at t = 0)
+             ) -> torch.Tensor:
+    "One ancestral DDPM step (Ho et al. 2020, eq. 6–7): posterior mean from x0 and x_t plus √β̃·noise, β̃ = (1−ᾱ_prev)/(1−ᾱ_t)·β ('fixed_small')."
+    a, ap = torch.as_tensor(alpha_t, dtype=torch.float32), torch.as_tensor(alpha_prev, dtype=torch.float32)
+    out, x = model_output.float(), x_t.float()
+    if prediction_type == "epsilon": x0 = (x - (1 - a).sqrt() * out) / a.sqrt()
+    elif prediction_type == "v_prediction": x0 = a.sqrt() * x - (1 - a).sqrt() * out
+    else: raise ValueError(f"unknown prediction_type {prediction_type!r}")
+    beta = 1 - a / ap   # β of this step; with fewer inference steps than training steps it spans the skipped ones
+    mean = (ap.sqrt() * beta / (1 - a)) * x0 + ((a / ap).sqrt() * (1 - ap) / (1 - a)) * x   # eq. 7
+    if noise is not None: mean = mean + ((1 - ap) / (1 - a) * beta).clamp(min=1e-20).sqrt() * noise.float()   # diffusers' clamp
+    return mean.to(x_t.dtype)
+
 # %% ../nbs/03_schedules.ipynb #4a386d3e
+SAMPLERS = ("ddim", "ddpm")   # `--sampler` choices of a DDPM family (its default: `DDPMSchedule.sampler`)
+
 @dataclass
 class DDPMSchedule:
-    "A DDPM noise schedule: forward noising, training target, timestep sampling and DDIM sampling steps."
+    "A DDPM noise schedule: forward noising, training target, timestep sampling and DDIM or ancestral DDPM sampling steps."
     beta_start: float = 0.00085        # release scheduler_config.json
     beta_end: float = 0.012
     num_train_timesteps: int = 1000
     prediction_type: str = "epsilon"   # "epsilon" or "v_prediction"
     steps_offset: int = 1              # 'leading' spacing offset, release config
-    set_alpha_to_one: bool = False     # ᾱ after the last step: 1.0, or ᾱ_0 (release configs: False)
+    set_alpha_to_one: bool = False     # DDIM's ᾱ after the last step: 1.0, or ᾱ_0 (release configs: False); DDPM's is always 1.0
+    sampler: str = "ddim"              # "ddim" (deterministic, η = 0) or "ddpm" (ancestral): what the release scheduler config names
     snr_gamma: float|None = None       # min-SNR-γ of `loss_weight` (set by `training`, from `--snr_gamma`)
     timestep_sampling = "uniform"      # the only training-time sampling of t (not a field: `training` refuses others)
     loss_weighting = "none"            # weighting besides min-SNR (none)
 
     def __post_init__(self):
+        if self.sampler not in SAMPLERS: raise ValueError(f"--sampler {self.sampler}: use one of {', '.join(SAMPLERS)}")
         self.alphas_cumprod = alphas_cumprod(scaled_linear_betas(self.beta_start, self.beta_end, self.num_train_timesteps))
 
     def sample_timesteps(self, batch_size:int, generator=None, device=None) -> torch.Tensor:
@@ -110,9 +131,18 @@ class DDPMSchedule:
         ts = leading_timesteps(num_inference_steps, self.num_train_timesteps, self.steps_offset).tolist()
         return list(zip(ts, ts[1:] + [None]))
 
-    def step(self, model_output, t:int, t_prev:int|None, x_t):
-        "DDIM update from `t` to `t_prev`."
+    def sampling(self, sampler:str):
+        "This schedule sampling with `sampler` (`SAMPLERS`); `ValueError` naming `--sampler` for another."
+        if sampler not in SAMPLERS: raise ValueError(f"--sampler {sampler}: use one of {', '.join(SAMPLERS)}")
+        return replace(self, sampler=sampler)
+
+    def step(self, model_output, t:int, t_prev:int|None, x_t, generator:torch.Generator|None=None):
+        "`sampler`'s update from `t` to `t_prev`. DDPM's noise, for t > 0 only: `torch.randn` on `generator`'s device (CPU if None) in the output's dtype, then moved to `x_t`'s device."
         ac = self.alphas_cumprod
+        if self.sampler == "ddpm":   # as diffusers' DDPMScheduler.step: ᾱ = 1 after the last step, no draw at t = 0
+            noise = None if t <= 0 else torch.randn(x_t.shape, generator=generator, dtype=model_output.dtype,
+                                                    device=generator.device if generator is not None else "cpu").to(x_t.device)
+            return ddpm_step(model_output, x_t, ac[t], ac[t_prev] if t_prev is not None else 1.0, self.prediction_type, noise)
         a_prev = ac[t_prev] if t_prev is not None else (torch.tensor(1.0) if self.set_alpha_to_one else ac[0])
         return ddim_step(model_output, x_t, ac[t], a_prev, self.prediction_type)
 
@@ -217,7 +247,11 @@ class FlowMatchSchedule:
         ts = (flow_sigmas(num_inference_steps, self.shift, self.num_train_timesteps) * self.num_train_timesteps).tolist()
         return list(zip(ts, ts[1:] + [None]))
 
-    def step(self, model_output, t:float, t_next:float|None, x_t):
+    def sampling(self, sampler:str):
+        "`ValueError` naming `--sampler`: flow matching has one sampler, Euler."
+        raise ValueError(f"--sampler {sampler}: this flow-matching family (sd3) samples with the Euler step only; leave the flag out")
+
+    def step(self, model_output, t:float, t_next:float|None, x_t, generator=None):   # `generator`: unused (deterministic)
         "Euler step from σ = t/1000 to σ_next = t_next/1000 (0 after the last step)."
         T = self.num_train_timesteps
         return flow_euler_step(model_output, x_t, t / T, 0.0 if t_next is None else t_next / T)
