@@ -73,12 +73,8 @@ def cmd_generate(args):
     if device == "cpu" and args.torch_dtype == "16": raise ValueError("--torch_dtype 16 is for GPUs (fp16 is very slow on a CPU); use 32 or bf16")
     if args.lora_path and not Path(args.lora_path).is_file(): raise FileNotFoundError(f"--lora_path {args.lora_path}: no such file")
     out = Path(args.output); fmt = image_format(out)   # before the model is loaded
-    from diffsynth_nb.core import detect_family, FAMILIES, main_family
-    given = Path(args.pretrained_path)
-    if given.is_file() and given.suffix == ".safetensors" or main_family(given) is not None:   # a release folder a family claims, too
-        found = detect_family(args.pretrained_path).name   # from the header (or the folder's files) alone: seconds, not a model load
-        if found != args.family: raise ValueError(f"--pretrained_path {args.pretrained_path} is a {found} release file, not {args.family}; "
-                                                  f"run `diffsynth-nb generate {found} ...`, or pass a {args.family} checkpoint")
+    from diffsynth_nb.core import FAMILIES, check_family_path
+    check_family_path(args.pretrained_path, args.family, "--pretrained_path", "generate")   # header or folder names only: no model load
     size = FAMILIES[args.family].default_size
     height, width = args.height or size, args.width or size
     FAMILIES[args.family].check_size(height, width)

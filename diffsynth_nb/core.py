@@ -13,7 +13,8 @@ __all__ = ['PRECISIONS', 'DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODE
            'weight_dtype', 'DiskFullError', 'human_size', 'atomic_path', 'save_safetensors',
            'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'sample_data',
            'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of', 'main_family',
-           'detect_family', 'download_models', 'DownloadError', 'quiet_third_party', 'epoch_label', 'progress_bar']
+           'detect_family', 'check_family_path', 'download_models', 'DownloadError', 'quiet_third_party', 'epoch_label',
+           'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 PRECISIONS = ("32", "16", "16-mixed", "bf16-mixed")
@@ -277,6 +278,18 @@ def detect_family(path:str|Path # a release checkpoint (`.safetensors`), or a fo
     raise ValueError(f"{path}: not a release checkpoint of a known family ({', '.join(sorted(FAMILIES))}); "
                      + ("it holds LoRA weights: a LoRA file goes to --lora_path (or load_lora), not --pretrained_path" if lora
                         else f"its first keys are {sorted(keys)[:3]}"))
+
+def check_family_path(path:str|Path, # the model path given (`--pretrained_path`, Kolors' `--pretrained_unet_path`)
+                      family:str, # the family asked for
+                      flag:str="--pretrained_path", command:str="train"):
+    "`ValueError` when `path` is the release file or folder of another registered family (header or folder names only: no model load)."
+    path = Path(path)
+    try: found = main_family(path)
+    except ValueError: return   # not a readable release file at all: the family's loader says what is wrong with it
+    if found is not None and found != family:
+        what = "folder" if path.is_dir() else "file"
+        raise ValueError(f"{flag} {path} is a release {what} of the {found} family, not of {family}; "
+                         f"run `diffsynth-nb {command} {found} ...`, or pass a {family} model")
 
 # %% ../nbs/00_core.ipynb #db2c8448
 MODEL_PRESETS: dict[str, list[tuple[str, str, str]]] = {}

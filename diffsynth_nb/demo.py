@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from .core import atomic_path
 from .sd15 import write_tiny_sd15
 from .trainer import train_lora
+from .runs import state_paths
 from .inference import ModelManager, generate
 
 # %% auto #0
@@ -60,7 +61,7 @@ def run_demo(output_path:str|Path="runs/demo", # everything is written here
     lora = train_lora("sd15", pretrained_path=ckpt, dataset_path=data, output_path=out, height=size, width=size,
                       steps_per_epoch=steps, batch_size=2, precision="32", learning_rate=1e-3, lora_rank=4, lora_alpha=4.0,
                       max_epochs=1, accelerator="cpu", devices=1, seed=seed,
-                      resume=True)   # run again into the same folder: the finished LoRA is reused, not trained twice
+                      resume=bool(state_paths(out)))   # run again into the same folder: the finished LoRA is reused, not trained twice
     prompt = "a red disc on a blue background"
     mm = ModelManager(torch_dtype=torch.float32, device="cpu", file_path_list=[ckpt])
     images = {"before": generate(mm.model(), prompt, num_inference_steps=20, height=size, width=size, seed=seed)}

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.callbacks import ProgressBar
-from .core import get_family, weight_dtype, atomic_path, PRECISIONS, DiskFullError, quiet_third_party, progress_bar
+from .core import get_family, weight_dtype, atomic_path, PRECISIONS, DiskFullError, quiet_third_party, progress_bar, check_family_path
 from .data import TextImageDataset, make_dataloader, mix_seed, dataset_fingerprint, warn_long_captions
 from .lora import add_lora, save_lora, parse_targets
 from .runs import (remove_if_unused, load_state, SECRET_FLAGS, check_output_path, output_lock, launched_rank, AtomicCheckpointIO, DamagedStateError,
@@ -109,6 +109,7 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     if getattr(cfg, main) is None: raise ValueError(f"--{main} is required: the base model's release checkpoint")
     if not Path(getattr(cfg, main)).exists():
         raise FileNotFoundError(f"--{main} {getattr(cfg, main)}: no such file")
+    check_family_path(getattr(cfg, main), family_cls.name, f"--{main}", "train")   # another family's release file or folder
     return cfg
 
 # %% ../nbs/05_trainer.ipynb #4641c927
@@ -394,8 +395,10 @@ def _train(family, family_cls, cfg, callbacks):
                             use_distributed_sampler=False, enable_model_summary=False)
         try: trainer.fit(module, ckpt_path=ckpt_path)
         except SIGTERMException:   # Lightning turns SIGTERM into a SystemExit with status 0; a stopped run is not a success
-            raise TrainingInterrupted(f"training was stopped by SIGTERM at optimizer step {trainer.global_step}; run the same command "
-                                      f"with --resume to continue from the last state in {Path(cfg.output_path)/'states'}") from None
+            states = state_paths(cfg.output_path)
+            raise TrainingInterrupted(f"training was stopped by SIGTERM at optimizer step {trainer.global_step}; " + (
+                f"run the same command with --resume to continue from {states[-1]}" if states else
+                "no training state was saved yet, so --resume would start over")) from None
         except DiskFullError as e:
             raise DiskFullError(f"{e}. Kept: {kept_files(cfg.output_path)}. Free some space (or choose another --output_path for new "
                                 f"runs), then run the same command with --resume", e.path, e.needed) from None
