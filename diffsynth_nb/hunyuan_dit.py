@@ -322,7 +322,10 @@ def rotary_embedding(height:int, width:int, # latent size `h`, `w` (pixels / 8)
                      head_dim:int=88, patch_size:int=2, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     "2-D RoPE (cos, sin) `[h/p · w/p, head_dim]` for a latent grid, the base grid 512/8/p = 32 patches cropped to its aspect ratio as `HunyuanDiTPipeline` does."
     from diffusers.models.embeddings import get_2d_rotary_pos_embed
-    from diffusers.pipelines.hunyuandit.pipeline_hunyuandit import get_resize_crop_region_for_grid
+    from transformers.utils import logging as hf_logging   # the pipeline module imports CLIPImageProcessor, which warns
+    level = hf_logging.get_verbosity(); hf_logging.set_verbosity_error()   # about torchvision: not ours to show
+    try: from diffusers.pipelines.hunyuandit.pipeline_hunyuandit import get_resize_crop_region_for_grid
+    finally: hf_logging.set_verbosity(level)
     grid = (height // patch_size, width // patch_size)
     crops = get_resize_crop_region_for_grid(grid, 512 // 8 // patch_size)
     return get_2d_rotary_pos_embed(head_dim, crops, grid, device=device, output_type="pt")

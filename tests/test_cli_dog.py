@@ -116,7 +116,9 @@ def test_cli_train_and_generate_family(family, tmp_path):
     assert (meta["diffsynth_nb.family"], meta["ss_base_model_version"], meta["ss_steps"]) == (family, base_model, "6")
 
     common = ["--pretrained_path", ckpt, "--prompt", prompt, "--height", size, "--width", size, "--num_inference_steps", 4, "--seed", 1]
-    run(["generate", family, *common, "--output", tmp_path / "base.png"], tmp_path)
+    r = subprocess.run(CLI + ["generate", family, *map(str, common), "--output", str(tmp_path / "base.png")], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stderr == "", r.stderr   # nothing but our own lines: no third-party notices (torchvision, ...)
     run(["generate", family, *common, "--lora_path", lora, "--lora_alpha", 1.0, "--output", tmp_path / "lora.png"], tmp_path)
     base, with_lora = (np.asarray(Image.open(tmp_path / f)) for f in ("base.png", "lora.png"))
     assert base.shape == with_lora.shape == (size, size, 3)
