@@ -131,7 +131,7 @@ def make_parser() -> argparse.ArgumentParser:
     defaults = ", ".join(f"{n} {FAMILIES[n].schedule.sampler}" for n in fams if hasattr(FAMILIES[n].schedule, "sampler"))
     g.add_argument("--sampler", choices=SAMPLERS, default=None, help=f"a DDPM family's sampling step: ddim (deterministic) or ddpm (ancestral); "
                    f"default: the family's, as its release scheduler config says ({defaults}); sd3 has only Euler")
-    g.add_argument("--height", type=int, default=None, help="pixels (default: the family's, 512 for sd15, 1024 for sdxl, kolors and sd3)")
+    g.add_argument("--height", type=int, default=None, help="pixels (default: the family's, 512 for sd15, 1024 for sdxl, kolors, sd3 and hunyuan_dit)")
     g.add_argument("--width", type=int, default=None, help="pixels (default: the family's)")
     g.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
     g.add_argument("--torch_dtype", choices=("32", "16", "bf16"), default="32", help="weights dtype (16 needs a GPU)")

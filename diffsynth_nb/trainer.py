@@ -30,7 +30,7 @@ __all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'RESUME_MUST_MATCH', 'Tra
 @dataclass
 class TrainConfig:
     "Settings of one LoRA training run; field names are the seed trainer's command-line flags."
-    pretrained_path: str = None            # release checkpoint of the base model (SD 1.5: v1-5-pruned-emaonly.safetensors)
+    pretrained_path: str = None            # the base model: SD 1.5 v1-5-pruned-emaonly.safetensors, SDXL sd_xl_base_1.0.safetensors, SD3 sd3_medium_incl_clips*.safetensors, Hunyuan-DiT the t2i folder
     pretrained_fp16_vae_path: str = None   # fp16-safe VAE (sdxl-vae-fp16-fix) replacing the checkpoint's VAE (SDXL, Kolors)
     pretrained_unet_path: str = None       # the seed's Kolors flag: kolors/Kolors/unet/diffusion_pytorch_model.safetensors (Kolors' main model path)
     pretrained_text_encoder_path: str = None  # the seed's Kolors flag: the ChatGLM3 folder kolors/Kolors/text_encoder
@@ -38,7 +38,7 @@ class TrainConfig:
     output_path: str = "./"                # folder for the LoRA files (one per epoch) and loss.csv
     lora_target_modules: str = None        # comma-separated module names to adapt (None: the family's, to_q,to_k,to_v,to_out.0 for SD 1.5)
     steps_per_epoch: int = 500             # batches per epoch, drawn with replacement, shared among all processes
-    height: int = None                     # training height in pixels (None: the family's, 512 for SD 1.5)
+    height: int = None                     # training height in pixels (None: the family's, 512 for SD 1.5, 1024 for the others; a multiple of 64, 32 or 16 as the family needs)
     width: int = None                      # training width in pixels
     center_crop: bool = False              # centre-crop after resizing (default: random crop)
     random_flip: bool = False              # flip images left-right at random
