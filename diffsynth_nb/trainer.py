@@ -38,7 +38,7 @@ class TrainConfig:
     output_path: str = "./"                # folder for the LoRA files (one per epoch) and loss.csv
     lora_target_modules: str = None        # comma-separated module names to adapt (None: the family's, to_q,to_k,to_v,to_out.0 for SD 1.5)
     steps_per_epoch: int = 500             # batches per epoch, drawn with replacement, shared among all processes
-    height: int = None                     # training height in pixels (None: the family's, 512 for SD 1.5, 1024 for the others; a multiple of 64, 32 or 16 as the family needs)
+    height: int = None                     # training height in pixels (None: the family's, 512 for SD 1.5, 1024 for the others; a multiple of 8 for SD 1.5, 32 for SDXL/Kolors, 16 for SD3/Hunyuan-DiT)
     width: int = None                      # training width in pixels
     center_crop: bool = False              # centre-crop after resizing (default: random crop)
     random_flip: bool = False              # flip images left-right at random
