@@ -72,7 +72,10 @@ class ModelManager:
     def model(self, family:str|None=None):
         "The loaded model of `family` (default: the only one)."
         found = [m for m in self.models if family in (None, m.name)]
-        if not found: raise ValueError(f"no {family or ''} model loaded; pass its file in file_path_list")
+        if not found:
+            loaded = ", ".join(m.name for m in self.models) or "none"
+            raise ValueError(f"no {family + ' ' if family else ''}model loaded (loaded: {loaded}); pass its file in file_path_list"
+                             + (f", or use the pipeline of the {loaded} family" if self.models else ""))
         return found[-1]
 
     def load_lora(self, file_path:str|Path, lora_alpha:float=1.0):
