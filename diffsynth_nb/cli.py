@@ -91,7 +91,7 @@ def cmd_tiny(args):
     if Path(args.dir).exists() and not Path(args.dir).is_dir():
         raise ValueError(f"{args.dir} is a file; give the models folder to write into (it is created if missing)")
     import inspect
-    takes_t5 = lambda c: "t5" in inspect.signature(c.write_tiny).parameters   # a family whose release has a T5 variant (sd3)
+    takes_t5 = lambda c: "t5" in inspect.signature(c.tiny_writer).parameters   # a family whose release has a T5 variant (sd3)
     if args.t5 and not takes_t5(FAMILIES[args.family]):
         raise ValueError(f"--t5 is for {', '.join(sorted(n for n, c in FAMILIES.items() if takes_t5(c)))} only (a release file with a T5 part); "
                          f"{args.family} has no T5 part")

@@ -188,8 +188,19 @@ class DiffusionFamily(torch.nn.Module):
     def claims(cls, path:Path) -> bool:
         "Whether `path`, a folder or a file that is not `.safetensors` (Hunyuan-DiT: the release folder `t2i`, its `.pt` DiT), is this family's main model path."
         return False
+    loader = None                       # staticmethod `load_<family>(path, torch_dtype=, device=, **kw)` → the constructor's keywords
+    tiny_writer = None                  # staticmethod `write_tiny_<family>(root, seed=0, ...)` → path of tiny random release files
+
     @classmethod
-    def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu"): raise NotImplementedError
+    def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu", **kwargs):
+        "Load the release checkpoint (file or folder) at `path` with the family's `loader`; other keywords go to it."
+        if cls.loader is None: raise NotImplementedError(f"{cls.__name__} sets no loader")
+        return cls(**cls.loader(path, torch_dtype=torch_dtype, device=device, **kwargs))
+    @classmethod
+    def write_tiny(cls, root, seed:int=0, **kwargs):
+        "Write this family's tiny random release files under `root` with its `tiny_writer` (keywords such as SD3's `t5`)."
+        if cls.tiny_writer is None: raise NotImplementedError(f"{cls.__name__} sets no tiny_writer")
+        return cls.tiny_writer(root, seed=seed, **kwargs)
     @classmethod
     def load_kwargs(cls, cfg) -> dict:
         "`from_pretrained` keywords from the config's `load_flags` fields; `ValueError` naming a set flag this family does not use."

@@ -399,12 +399,7 @@ class HunyuanDiT(DiffusionFamily):
             if last in ("q_proj", "k_proj", "v_proj", "c_proj") or "pooler" in t.split("."):
                 raise ValueError(f"--lora_target_modules {t}: the attention pool (time_extra_emb.pooler) reads its weights directly, so a LoRA "
                                  f"there never trains; Tencent's attn2.q_proj is diffusers' attn2.to_q (default: {cls.default_lora_targets})")
-    @classmethod
-    def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu", **kwargs):
-        "Load the release tree at `path` (see `load_hunyuan_dit`)."
-        return cls(**load_hunyuan_dit(path, torch_dtype=torch_dtype, device=device, **kwargs))
-    @classmethod
-    def write_tiny(cls, root, seed=0): return write_tiny_hunyuan_dit(root, seed)
+    loader, tiny_writer = staticmethod(load_hunyuan_dit), staticmethod(write_tiny_hunyuan_dit)   # for `from_pretrained`, `write_tiny`
     @classmethod
     def companion_kwargs(cls, path, others):
         "The seed's `file_path_list` (BERT, mT5, DiT, VAE files): `clip_text_encoder/…`, `mt5/…` and a `diffusion_pytorch_model.*` VAE, by their names."

@@ -202,12 +202,7 @@ class Kolors(SDXL):
 
     @classmethod
     def matches(cls, keys): return is_kolors_unet(keys)
-    @classmethod
-    def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu", **kwargs):
-        "Load the release folders, `path` being the UNet file (see `load_kolors`)."
-        return cls(**load_kolors(path, torch_dtype=torch_dtype, device=device, **kwargs))
-    @classmethod
-    def write_tiny(cls, root, seed=0): return write_tiny_kolors(root, seed)
+    loader, tiny_writer = staticmethod(load_kolors), staticmethod(write_tiny_kolors)   # for `from_pretrained`, `write_tiny`
     @classmethod
     def companion_kwargs(cls, path, others):
         "The seed's `ModelManager(file_path_list=[text_encoder folder, UNet file, VAE file])`: the ChatGLM3 folder and a VAE file."

@@ -107,13 +107,7 @@ class SD15(DiffusionFamily):
     @classmethod
     def matches(cls, keys): return is_sd15_checkpoint(keys)
 
-    @classmethod
-    def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu", **kwargs):
-        "Load the release file at `path` (see `load_sd15`)."
-        return cls(**load_sd15(path, torch_dtype=torch_dtype, device=device, **kwargs))
-
-    @classmethod
-    def write_tiny(cls, root, seed=0): return write_tiny_sd15(root, seed)
+    loader, tiny_writer = staticmethod(load_sd15), staticmethod(write_tiny_sd15)   # for `from_pretrained`, `write_tiny`
 
     @property
     def denoiser(self): return self.unet

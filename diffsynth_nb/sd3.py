@@ -204,12 +204,7 @@ class SD3(DiffusionFamily):
     @classmethod
     def matches(cls, keys):   # also the MMDiT-only sd3_medium.safetensors, so that `generate` reaches `load_sd3`, which names the files to use
         return is_sd3_checkpoint(keys) or MMDIT_PREFIX + "joint_blocks.0.x_block.attn.qkv.weight" in keys
-    @classmethod
-    def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu", **kwargs):
-        "Load the release file at `path` (see `load_sd3`)."
-        return cls(**load_sd3(path, torch_dtype=torch_dtype, device=device, **kwargs))
-    @classmethod
-    def write_tiny(cls, root, seed=0, t5=False): return write_tiny_sd3(root, t5=t5, seed=seed)
+    loader, tiny_writer = staticmethod(load_sd3), staticmethod(write_tiny_sd3)   # for `from_pretrained`, `write_tiny`
 
     @property
     def denoiser(self): return self.transformer

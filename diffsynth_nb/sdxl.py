@@ -162,13 +162,7 @@ class SDXL(DiffusionFamily):
     @classmethod
     def matches(cls, keys): return is_sdxl_checkpoint(keys)
 
-    @classmethod
-    def from_pretrained(cls, path, torch_dtype=torch.float32, device="cpu", **kwargs):
-        "Load the release file at `path` (see `load_sdxl`)."
-        return cls(**load_sdxl(path, torch_dtype=torch_dtype, device=device, **kwargs))
-
-    @classmethod
-    def write_tiny(cls, root, seed=0): return write_tiny_sdxl(root, seed)
+    loader, tiny_writer = staticmethod(load_sdxl), staticmethod(write_tiny_sdxl)   # for `from_pretrained`, `write_tiny`
 
     @property
     def denoiser(self): return self.unet
