@@ -217,8 +217,17 @@ class DiffusionFamily(torch.nn.Module):
         return {}, []
     @property
     def denoiser(self) -> torch.nn.Module: raise NotImplementedError
-    def encode_images(self, images, generator=None): raise NotImplementedError
-    def decode_latents(self, latents): raise NotImplementedError
+    def encode_images(self, images:torch.Tensor, generator:torch.Generator|None=None) -> torch.Tensor:
+        "Images `[B,3,H,W]` in [-1,1] → latents `[B,C,H/8,W/8]` = (VAE posterior sample − shift)·scale, with `self.vae`'s config `shift_factor` (SD3: 0.0609; none: 0) and `scaling_factor` (SDXL: 0.13025); encoded outside autocast in the VAE's dtype (float32 unless the fp16-fix VAE), returned in the model's."
+        cfg = self.vae.config
+        with torch.autocast(self.vae.device.type, enabled=False):   # fp16 autocast would undo a float32 VAE
+            z = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist.sample(generator=generator)
+        return ((z - (cfg.shift_factor or 0.0)) * cfg.scaling_factor).to(self.dtype)
+    def decode_latents(self, latents:torch.Tensor) -> torch.Tensor:
+        "Latents → images `[B,3,H,W]` in [-1,1] (unclipped): `vae.decode(latents / scale + shift)`, outside autocast in the VAE's dtype."
+        cfg = self.vae.config
+        with torch.autocast(self.vae.device.type, enabled=False):
+            return self.vae.decode(latents.to(self.vae.dtype) / cfg.scaling_factor + (cfg.shift_factor or 0.0)).sample
     def encode_prompt(self, texts): raise NotImplementedError
     def encode_negative_prompt(self, text:str) -> dict:
         "Condition of CFG's unconditional branch (batch 1) for negative prompt `text`; default `encode_prompt([text])`."

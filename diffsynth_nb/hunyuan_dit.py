@@ -444,16 +444,7 @@ class HunyuanDiT(DiffusionFamily):
         meta = image_meta_size(torch.tensor([self.inference_original_size] * n), torch.zeros(n, 2, dtype=torch.long), (height, width))
         return {**cond, "image_meta_size": meta.to(self.device), "style": torch.zeros(n, dtype=torch.long, device=self.device)}
 
-    def encode_images(self, images:torch.Tensor, generator:torch.Generator|None=None) -> torch.Tensor:
-        "Images `[B,3,H,W]` in [-1,1] → scaled latents `[B,4,H/8,W/8]` (VAE posterior sample × 0.13025)."
-        with torch.autocast(self.vae.device.type, enabled=False):
-            z = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist.sample(generator=generator)
-        return (z * self.vae.config.scaling_factor).to(self.dtype)
-
-    def decode_latents(self, latents:torch.Tensor) -> torch.Tensor:
-        "Scaled latents → images `[B,3,H,W]` in [-1,1] (unclipped)."
-        with torch.autocast(self.vae.device.type, enabled=False):
-            return self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+    # encode_images, decode_latents: `DiffusionFamily`'s (the VAE outside autocast, its config's shift and scale)
 
     def predict(self, x_t, t, cond):
         "v̂ `[B,4,h,w]`: the DiT's first 4 of 8 output channels (the rest is the learned variance, dropped as `HunyuanDiTPipeline` does); `t` `[B]` passed in float32."

@@ -238,18 +238,7 @@ class SD3(DiffusionFamily):
         clip = F.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
         return {"encoder_hidden_states": torch.cat([clip, t5.to(clip.dtype)], dim=-2), "pooled_projections": torch.cat(pooled, dim=-1)}
 
-    def encode_images(self, images:torch.Tensor, generator:torch.Generator|None=None) -> torch.Tensor:
-        "Images `[B,3,H,W]` in [-1,1] → latents `[B,16,H/8,W/8]` = (VAE posterior sample − 0.0609)·1.5305, encoded in float32."
-        cfg = self.vae.config
-        with torch.autocast(self.vae.device.type, enabled=False):
-            z = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist.sample(generator=generator)
-        return ((z - cfg.shift_factor) * cfg.scaling_factor).to(self.dtype)
-
-    def decode_latents(self, latents:torch.Tensor) -> torch.Tensor:
-        "Latents → images `[B,3,H,W]` in [-1,1] (unclipped): decode(latents / 1.5305 + 0.0609) in float32."
-        cfg = self.vae.config
-        with torch.autocast(self.vae.device.type, enabled=False):
-            return self.vae.decode(latents.to(self.vae.dtype) / cfg.scaling_factor + cfg.shift_factor).sample
+    # encode_images, decode_latents: `DiffusionFamily`'s (the VAE outside autocast, its config's shift and scale)
 
     def predict(self, x_t, t, cond):
         "v̂ = MMDiT(x_t, t = 1000·σ, text tokens, pooled text) with `x_t` `[B,16,h,w]`, `t` `[B]` float."

@@ -201,16 +201,7 @@ class SDXL(DiffusionFamily):
         n = len(cond["text_embeds"])
         return {**cond, "time_ids": time_ids(torch.tensor([[height, width]] * n), torch.zeros(n, 2, dtype=torch.long), (height, width)).to(self.device)}
 
-    def encode_images(self, images:torch.Tensor, generator:torch.Generator|None=None) -> torch.Tensor:
-        "Images `[B,3,H,W]` in [-1,1] → scaled latents `[B,4,H/8,W/8]` (VAE posterior sample × 0.13025), in the VAE's dtype (float32 unless fp16-fix)."
-        with torch.autocast(self.vae.device.type, enabled=False):   # fp16 autocast would undo the float32 VAE
-            z = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist.sample(generator=generator)
-        return (z * self.vae.config.scaling_factor).to(self.dtype)
-
-    def decode_latents(self, latents:torch.Tensor) -> torch.Tensor:
-        "Scaled latents → images `[B,3,H,W]` in [-1,1] (unclipped), decoded in the VAE's dtype."
-        with torch.autocast(self.vae.device.type, enabled=False):
-            return self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+    # encode_images, decode_latents: `DiffusionFamily`'s (the VAE outside autocast, its config's shift and scale)
 
     def predict(self, x_t, t, cond):
         "ε̂ = UNet(x_t, t, text, added_cond_kwargs={text_embeds, time_ids}) with `x_t` `[B,4,h,w]`, `t` `[B]`."
