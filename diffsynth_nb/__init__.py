@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 import importlib
 
 _EXPORTS = {
-    "train_lora": "trainer", "TrainConfig": "trainer",
+    "train_lora": "trainer", "TrainConfig": "config", "FAMILY_CARDS": "config",
     "ModelManager": "inference", "SDImagePipeline": "inference", "generate": "inference",
     "download_models": "core", "get_family": "core",
     "SD15": "sd15", "write_tiny_sd15": "sd15", "load_sd15": "sd15",

@@ -7,9 +7,10 @@ from __future__ import annotations
 import os, errno, shutil, tempfile, contextlib, json
 from pathlib import Path
 import torch
+from .config import PRECISIONS, FAMILY_CARDS, CARD_FIELDS, FamilyCard
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'LIGHTNING_LOGGERS', 'QUIET_WARNINGS',
+__all__ = ['DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'LIGHTNING_LOGGERS', 'QUIET_WARNINGS',
            'weight_dtype', 'DiskFullError', 'human_size', 'atomic_path', 'save_safetensors',
            'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'sample_data',
            'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of', 'main_family',
@@ -17,8 +18,6 @@ __all__ = ['PRECISIONS', 'DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODE
            'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
-PRECISIONS = ("32", "16", "16-mixed", "bf16-mixed")
-
 def weight_dtype(precision:str # one of `PRECISIONS`, as given to `--precision`
                 ) -> torch.dtype:
     "dtype for the frozen base weights under `precision`; raises `ValueError` naming `--precision` otherwise."
@@ -147,7 +146,7 @@ def sample_data(name:str="dog" # `dog`, `dog_zh` or `cat`
 
 # %% ../nbs/00_core.ipynb #3426ff99
 FAMILIES: dict[str, type] = {}
-FAMILY_MODULES = ["diffsynth_nb.sd15", "diffsynth_nb.sdxl", "diffsynth_nb.kolors", "diffsynth_nb.sd3", "diffsynth_nb.hunyuan_dit"]   # imported on first use, so that their families and presets are registered
+FAMILY_MODULES = [c.module for c in FAMILY_CARDS.values()]   # imported on first use: their families and presets register
 
 def load_families():
     "Import the family modules (registering `FAMILIES` and `MODEL_PRESETS`)."
@@ -162,23 +161,33 @@ def register_family(cls):
 def get_family(name:str # a registered family name, e.g. `sd15`
               ) -> type:
     "The family class called `name`; raises `ValueError` listing the known names."
+    if name not in FAMILIES and name in FAMILY_CARDS:
+        import importlib; importlib.import_module(FAMILY_CARDS[name].module)   # only that family's module
     if name not in FAMILIES: load_families()
     if name not in FAMILIES:
         raise ValueError(f"unknown model family {name!r}; known families: {', '.join(sorted(FAMILIES)) or 'none registered'}")
     return FAMILIES[name]
 
 class DiffusionFamily(torch.nn.Module):
-    "Interface of a model family. Subclasses set the constants and implement the methods."
+    "Interface of a model family. Subclasses set `card` (or the constants) and implement the methods."
+    card: FamilyCard|None = None        # `config.FAMILY_CARDS[name]`: its `CARD_FIELDS` are copied onto the class
     name: str = ""                      # CLI name, e.g. "sd15"
     default_lora_targets: str = ""      # comma-separated module names for `--lora_target_modules`
     lora_prefix: str = "lora_unet"      # kohya prefix of the denoiser's LoRA keys
     default_size: int = 512             # default `--height`/`--width`
     size_multiple: int = 8              # `--height`/`--width` must be multiples of this
+    cfg_scale: float = 7.5              # default CFG scale of `generate` (the reference pipeline's)
+    num_inference_steps: int = 50       # default sampling steps of `generate`
     latent_channels: int = 4
     vae_scale_factor: int = 8           # pixels per latent pixel
     schedule = None                     # a schedule object from `diffsynth_nb.schedules`
     load_flags: dict[str, str] = {}     # TrainConfig field → `from_pretrained` keyword it feeds (SDXL: the fp16-fix VAE)
     main_flag: str = "pretrained_path"  # TrainConfig field holding the path `from_pretrained` gets (Kolors: its UNet file)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "card" in cls.__dict__:   # the card's values, written once in `config`
+            for f in CARD_FIELDS: setattr(cls, f, getattr(cls.card, f))
 
     @classmethod
     def matches(cls, keys:set[str]) -> bool:
@@ -204,13 +213,25 @@ class DiffusionFamily(torch.nn.Module):
     @classmethod
     def load_kwargs(cls, cfg) -> dict:
         "`from_pretrained` keywords from the config's `load_flags` fields; `ValueError` naming a set flag this family does not use."
-        load_families()
         uses = lambda c: {*c.load_flags, c.main_flag}   # every model-path flag of family `c`
-        for flag in {f for c in FAMILIES.values() for f in uses(c)} - uses(cls):
+        for flag in sorted({f for c in FAMILY_CARDS.values() for f in uses(c)} - uses(cls)):
             if getattr(cfg, flag, None) is not None:
-                users = ", ".join(sorted(c.name for c in FAMILIES.values() if flag in uses(c)))
-                raise ValueError(f"--{flag} is not used by the {cls.name} family (only by {users}); leave it out")
+                users = ", ".join(sorted(c.name for c in FAMILY_CARDS.values() if flag in uses(c)))
+                raise ValueError(f"--{flag} is not used by the {cls.name} family (only by {users}); "
+                                 f"the {cls.name} model is given with --{cls.main_flag}")
         return {kw: getattr(cfg, flag) for flag, kw in cls.load_flags.items() if getattr(cfg, flag, None) is not None}
+    @classmethod
+    def model_paths(cls, cfg, command:str="train") -> tuple[Path, dict]:
+        "The main model path and the `from_pretrained` keywords from `cfg`'s model-path flags (a `TrainConfig` or the CLI's arguments), checked without loading: given, existing, of this family."
+        main = getattr(cfg, cls.main_flag, None)
+        if main is None:
+            raise ValueError(f"--{cls.main_flag} is required: the base model ({cls.card.model if cls.card else 'its release checkpoint'})")
+        kwargs = cls.load_kwargs(cfg)
+        for flag in (cls.main_flag, *cls.load_flags):
+            if getattr(cfg, flag, None) is not None and not Path(getattr(cfg, flag)).exists():
+                raise FileNotFoundError(f"--{flag} {getattr(cfg, flag)}: no such file or folder")
+        check_family_path(main, cls.name, f"--{cls.main_flag}", command)   # another family's release file or folder
+        return Path(main), kwargs
     @classmethod
     def companion_kwargs(cls, path:Path, others:list[Path]) -> tuple[dict, list[Path]]:
         "Of the `others` given with the checkpoint `path` (the seed's `file_path_list`), the `from_pretrained` keywords this family takes from them, and the paths used."

@@ -8,6 +8,7 @@ import functools, json, re, sys
 from pathlib import Path
 import torch
 import diffsynth_nb
+from .config import FAMILY_CARDS
 from .core import DiffusionFamily, register_family, safe_torch_load, atomic_path, MODEL_PRESETS
 from .schedules import DDPMSchedule
 from .ldm import randomize_, write_text_atomic, TINY_METADATA, quiet_loading, ready_models, t5_tokenizer
@@ -367,8 +368,8 @@ def checkpoint_blocks(blocks:torch.nn.ModuleList) -> int:
 @register_family
 class HunyuanDiT(DiffusionFamily):
     "Hunyuan-DiT v1.1: Chinese BERT + mT5-XL, a v-prediction DiT (40 blocks, 2-D RoPE, size and style conditioning), the fp16-fix SDXL VAE."
-    name, default_lora_targets, lora_prefix = "hunyuan_dit", "to_q,to_k,to_v,to_out.0", "lora_unet"
-    default_size, size_multiple, latent_channels, vae_scale_factor = 1024, 16, 4, 8   # patch 2 on /8 latents
+    card, lora_prefix = FAMILY_CARDS["hunyuan_dit"], "lora_unet"   # the card: the t2i folder, 1024 px, sampler ddpm
+    latent_channels, vae_scale_factor = 4, 8   # patch 2 on /8 latents
     # v1.1's Diffusers scheduler config (and the seed): scaled-linear 0.00085→0.03, v-prediction, leading, offset 1. Tencent's own training
     # scripts and v1.2 use beta_end 0.018. The release samples with DDPMScheduler (fixed_small): our default sampler "ddpm"; its last step
     # lands on ᾱ = 1, hence set_alpha_to_one for `sampler="ddim"`.
@@ -471,9 +472,6 @@ class HunyuanDiT(DiffusionFamily):
 
 # %% ../nbs/04e_hunyuan_dit.ipynb #27427d85
 class HunyuanDiTImagePipeline(SDImagePipeline):
-    "The seed's `HunyuanDiTImagePipeline`: our sampler on a `ModelManager`'s Hunyuan-DiT model, 1024×1024 by default."
+    "The seed's `HunyuanDiTImagePipeline`: our sampler on a `ModelManager`'s Hunyuan-DiT model (size, CFG scale and steps default to the family's)."
     @classmethod
     def from_model_manager(cls, model_manager): return cls(model_manager.model("hunyuan_dit"))
-    def __call__(self, prompt:str, negative_prompt:str="", cfg_scale:float=7.5, num_inference_steps:int=20,
-                 height:int=1024, width:int=1024, **kwargs):
-        return super().__call__(prompt, negative_prompt, cfg_scale, num_inference_steps, height, width, **kwargs)

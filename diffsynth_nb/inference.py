@@ -19,14 +19,18 @@ __all__ = ['generate', 'ModelManager', 'SDImagePipeline']
 @torch.no_grad()
 def generate(family, # a loaded `DiffusionFamily` (e.g. `SD15`)
              prompt:str, negative_prompt:str|None="", # "" or None: the family's empty negative (SDXL: zeros, as diffusers)
-             cfg_scale:float=7.5, # classifier-free guidance scale w (1 = no guidance)
-             num_inference_steps:int=20, height:int=512, width:int=512, # pixels; multiples of the family's `size_multiple`
+             cfg_scale:float|None=None, # classifier-free guidance scale w (1 = no guidance); None: the family's `cfg_scale`
+             num_inference_steps:int|None=None, # None: the family's (its reference pipeline's)
+             height:int|None=None, width:int|None=None, # pixels, multiples of the family's `size_multiple`; None: its `default_size`
              seed:int|None=0, # seed of the CPU generator that draws the initial noise, then DDPM's step noise (the same on every device)
              latents:torch.Tensor|None=None, # initial noise `[1,C,H/8,W/8]` instead of drawing it
              sampler:str|None=None, # "ddim" or "ddpm" (DDPM families); None: the family's, as its release scheduler config
              output_type:str="pil", # "pil" for an image, "pt" for a `[3,H,W]` tensor in [0, 1]
              progress_bar_cmd=lambda x: x): # e.g. `tqdm.tqdm`
     "Text-to-image with the family's schedule (DDIM η=0 or ancestral DDPM, or flow-matching Euler for SD3) and CFG; returns a PIL image or a `[3,H,W]` tensor."
+    cfg_scale = family.cfg_scale if cfg_scale is None else cfg_scale
+    num_inference_steps = family.num_inference_steps if num_inference_steps is None else num_inference_steps
+    height, width = height or family.default_size, width or family.default_size
     family.check_size(height, width)
     schedule = family.schedule if sampler is None else family.schedule.sampling(sampler)   # ValueError for an unknown one
     dev, dtype = family.device, family.dtype
@@ -92,12 +96,12 @@ class ModelManager:
         print(f"{model.name}: merged {sum(counts.values())} LoRA layers ({parts}) from {file_path} at strength {lora_alpha}")
 
 class SDImagePipeline:
-    "Text-to-image pipeline for the UNet families (SD 1.5 now), called like the seed's `SDImagePipeline`."
+    "Text-to-image pipeline of any family, called like the seed's `SDImagePipeline`; size, CFG scale and steps default to the family's."
     def __init__(self, family): self.family = family
     @classmethod
     def from_model_manager(cls, model_manager:ModelManager): return cls(model_manager.model())
-    def __call__(self, prompt:str, negative_prompt:str="", cfg_scale:float=7.5, num_inference_steps:int=20,
-                 height:int=512, width:int=512, seed:int|None=None, progress_bar_cmd=lambda x: x, sampler:str|None=None, **unsupported):
+    def __call__(self, prompt:str, negative_prompt:str="", cfg_scale:float|None=None, num_inference_steps:int|None=None,
+                 height:int|None=None, width:int|None=None, seed:int|None=None, progress_bar_cmd=lambda x: x, sampler:str|None=None, **unsupported):
         if unsupported: raise TypeError(f"SDImagePipeline does not support {', '.join(unsupported)} yet")
         return generate(self.family, prompt, negative_prompt, cfg_scale, num_inference_steps, height, width, seed,
                         progress_bar_cmd=progress_bar_cmd, sampler=sampler)

@@ -8,6 +8,7 @@ import json, sys
 from pathlib import Path
 import torch
 import diffsynth_nb
+from .config import FAMILY_CARDS
 from .core import (DiffusionFamily, register_family, save_safetensors, safetensors_header, safe_torch_load, atomic_path, MODEL_PRESETS)
 from .schedules import DDPMSchedule
 from .ldm import randomize_, write_text_atomic, TINY_METADATA, quiet_loading, ready_models
@@ -188,11 +189,9 @@ def is_kolors_unet(keys:set[str]) -> bool:
 @register_family
 class Kolors(SDXL):
     "Kolors: SDXL's UNet shape (diffusers names, `encoder_hid_proj` 4096→2048) conditioned by ChatGLM3-6B; ε-prediction, 1100 steps; fp16-fix VAE."
-    name, lora_prefix = "kolors", "lora_unet"
+    card, lora_prefix = FAMILY_CARDS["kolors"], "lora_unet"   # the card: --pretrained_unet_path and the other model-path flags
     # release scheduler_config.json: scaled_linear 0.00085→0.014 over 1100 steps, epsilon
     schedule = DDPMSchedule(beta_start=0.00085, beta_end=0.014, num_train_timesteps=1100, prediction_type="epsilon")
-    main_flag = "pretrained_unet_path"
-    load_flags = {"pretrained_text_encoder_path": "text_encoder_path", "pretrained_fp16_vae_path": "fp16_vae_path"}
     max_length = MAX_LENGTH
     encode_negative_prompt = DiffusionFamily.encode_negative_prompt   # force_zeros_for_empty_prompt is False for Kolors: "" is encoded
 
@@ -228,6 +227,6 @@ class Kolors(SDXL):
 
 # %% ../nbs/04c_kolors.ipynb #249ed908
 class KolorsImagePipeline(SDXLImagePipeline):
-    "The seed's Python style for Kolors (it used `SDXLImagePipeline`): our sampler on a `ModelManager`'s Kolors model, 1024×1024 by default."
+    "The seed's Python style for Kolors (it used `SDXLImagePipeline`): our sampler on a `ModelManager`'s Kolors model (size, CFG scale and steps default to the family's)."
     @classmethod
     def from_model_manager(cls, model_manager): return cls(model_manager.model("kolors"))

@@ -6,11 +6,12 @@
 from __future__ import annotations
 from dataclasses import dataclass, replace
 import torch
+from .config import SAMPLERS, TIMESTEP_SAMPLING, LOSS_WEIGHTING   # the flags' choices
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'TIMESTEP_SAMPLING', 'LOSS_WEIGHTING', 'scaled_linear_betas', 'alphas_cumprod', 'add_noise', 'velocity',
-           'leading_timesteps', 'ddim_step', 'ddpm_step', 'DDPMSchedule', 'snr', 'min_snr_weight', 'shift_sigmas',
-           'flow_sigmas', 'flow_euler_step', 'bell_weight', 'FlowMatchSchedule']
+__all__ = ['scaled_linear_betas', 'alphas_cumprod', 'add_noise', 'velocity', 'leading_timesteps', 'ddim_step', 'ddpm_step',
+           'DDPMSchedule', 'snr', 'min_snr_weight', 'shift_sigmas', 'flow_sigmas', 'flow_euler_step', 'bell_weight',
+           'FlowMatchSchedule']
 
 # %% ../nbs/03_schedules.ipynb #f0547312
 def scaled_linear_betas(beta_start:float=0.00085, beta_end:float=0.012, num_train_timesteps:int=1000) -> torch.Tensor:
@@ -75,8 +76,6 @@ def ddpm_step(model_output:torch.Tensor, # ε or v predicted at `t`, `[B,C,h,w]`
     return mean.to(x_t.dtype)
 
 # %% ../nbs/03_schedules.ipynb #4a386d3e
-SAMPLERS = ("ddim", "ddpm")   # `--sampler` choices of a DDPM family (its default: `DDPMSchedule.sampler`)
-
 @dataclass
 class DDPMSchedule:
     "A DDPM noise schedule: forward noising, training target, timestep sampling and DDIM or ancestral DDPM sampling steps."
@@ -160,9 +159,6 @@ def min_snr_weight(snr:torch.Tensor, gamma:float, prediction_type:str="epsilon")
     raise ValueError(f"unknown prediction_type {prediction_type!r}")
 
 # %% ../nbs/03_schedules.ipynb #abfb0083
-TIMESTEP_SAMPLING = ("uniform", "logit_normal")   # `--timestep_sampling` choices (flow-matching families)
-LOSS_WEIGHTING = ("none", "bell")                 # `--loss_weighting` choices (flow-matching families)
-
 def shift_sigmas(sigma, shift:float=3.0):
     "σ' = s·σ / (1 + (s − 1)·σ): more of the schedule at high noise for s > 1 (Esser et al. 2024 §5.3.2, resolution-dependent shifting); any shape or float."
     return shift * sigma / (1 + (shift - 1) * sigma)

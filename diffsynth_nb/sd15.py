@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 import torch
 import diffsynth_nb
+from .config import FAMILY_CARDS
 from .core import (DiffusionFamily, register_family, save_safetensors, read_safetensors_metadata, MODEL_PRESETS,
                                safe_torch_load, safetensors_header)
 from .schedules import DDPMSchedule, scaled_linear_betas, alphas_cumprod
@@ -96,8 +97,8 @@ def load_sd15(checkpoint_path:str|Path, # `v1-5-pruned-emaonly.safetensors` (or 
 @register_family
 class SD15(DiffusionFamily):
     "Stable Diffusion 1.5: CLIP-L text encoder, ε-prediction UNet, 4-channel VAE (scale 0.18215)."
-    name, default_lora_targets, lora_prefix = "sd15", "to_q,to_k,to_v,to_out.0", "lora_unet"
-    default_size, size_multiple, latent_channels, vae_scale_factor = 512, 8, 4, 8
+    card, lora_prefix = FAMILY_CARDS["sd15"], "lora_unet"   # the card: name, size, model-path flags, generate defaults
+    latent_channels, vae_scale_factor = 4, 8
     schedule = DDPMSchedule(beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000, prediction_type="epsilon")
 
     def __init__(self, unet, vae, text_encoder, tokenizer):

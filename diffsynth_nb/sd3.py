@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import diffsynth_nb
+from .config import FAMILY_CARDS
 from .core import DiffusionFamily, register_family, save_safetensors, MODEL_PRESETS, safetensors_header
 from .schedules import FlowMatchSchedule
 from .ldm import (UNET_PREFIX, VAE_PREFIX, vae_to_ldm, randomize_, write_tiny_clip_tokenizer, kohya_text_root, TOKENIZER_FILES,
@@ -191,9 +192,8 @@ def load_sd3(checkpoint_path:str|Path, # `sd3_medium_incl_clips.safetensors` or 
 @register_family
 class SD3(DiffusionFamily):
     "Stable Diffusion 3 medium: MMDiT trained by rectified flow, CLIP-L + CLIP-G (+ optional T5-XXL), 16-channel VAE."
-    name, lora_prefix = "sd3", "lora_unet"
-    default_lora_targets = "to_q,to_k,to_v,to_out.0,add_q_proj,add_k_proj,add_v_proj,to_add_out"   # both streams' attention
-    default_size, size_multiple, latent_channels, vae_scale_factor = 1024, 16, 16, 8   # /8 VAE, 2×2 patches: multiples of 16
+    card, lora_prefix = FAMILY_CARDS["sd3"], "lora_unet"   # the card: LoRA on both streams' attention; sizes multiples of 16
+    latent_channels, vae_scale_factor = 16, 8   # /8 VAE, 2×2 patches
     schedule = FlowMatchSchedule(shift=3.0, num_train_timesteps=1000)   # the release scheduler_config.json
 
     def __init__(self, transformer, vae, text_encoder, text_encoder_2, text_encoder_3, tokenizer, tokenizer_2, tokenizer_3):
@@ -266,10 +266,6 @@ class SD3(DiffusionFamily):
 
 # %% ../nbs/04d_sd3.ipynb #566daf7b
 class SD3ImagePipeline(SDImagePipeline):
-    "The seed's `SD3ImagePipeline`: `SDImagePipeline` on a `ModelManager`'s SD3 model, 1024×1024 by default."
+    "The seed's `SD3ImagePipeline`: `SDImagePipeline` on a `ModelManager`'s SD3 model (size, CFG scale and steps default to the family's)."
     @classmethod
     def from_model_manager(cls, model_manager): return cls(model_manager.model("sd3"))
-    def __call__(self, prompt:str, negative_prompt:str="", cfg_scale:float=7.5, num_inference_steps:int=20,
-                 height:int=1024, width:int=1024, **kwargs):
-        "A PIL image (see `generate`): flow-matching Euler, `num_inference_steps` steps, CFG at `cfg_scale`; `height`/`width` in pixels, multiples of 16."
-        return super().__call__(prompt, negative_prompt, cfg_scale, num_inference_steps, height, width, **kwargs)

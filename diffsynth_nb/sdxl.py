@@ -8,6 +8,7 @@ import json, math, sys
 from pathlib import Path
 import torch
 import diffsynth_nb
+from .config import FAMILY_CARDS
 from .core import (DiffusionFamily, register_family, save_safetensors, read_safetensors_metadata, MODEL_PRESETS,
                    safetensors_header, load_families, FAMILIES)
 from .schedules import DDPMSchedule
@@ -149,10 +150,9 @@ def time_ids(original_size:torch.Tensor, # `[B, 2]` (height, width) of each imag
 @register_family
 class SDXL(DiffusionFamily):
     "Stable Diffusion XL base 1.0: CLIP-L + OpenCLIP bigG, ε-prediction UNet with size conditioning, 4-channel VAE (scale 0.13025, float32)."
-    name, default_lora_targets, lora_prefix = "sdxl", "to_q,to_k,to_v,to_out.0", "lora_unet"
-    default_size, size_multiple, latent_channels, vae_scale_factor = 1024, 32, 4, 8
+    card, lora_prefix = FAMILY_CARDS["sdxl"], "lora_unet"   # the card: name, size, model-path flags, generate defaults
+    latent_channels, vae_scale_factor = 4, 8
     schedule = DDPMSchedule(beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000, prediction_type="epsilon")
-    load_flags = {"pretrained_fp16_vae_path": "fp16_vae_path"}
 
     def __init__(self, unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2):
         super().__init__()
@@ -228,12 +228,9 @@ def write_tiny_fp16_vae(root:str|Path, # the `models` folder
 
 # %% ../nbs/04b_sdxl.ipynb #d74dd53e
 class SDXLImagePipeline(SDImagePipeline):
-    "The seed's `SDXLImagePipeline`: `SDImagePipeline` on a `ModelManager`'s SDXL model, 1024×1024 by default."
+    "The seed's `SDXLImagePipeline`: `SDImagePipeline` on a `ModelManager`'s SDXL model (size, CFG scale and steps default to the family's)."
     @classmethod
     def from_model_manager(cls, model_manager):
         "The manager's SDXL-shaped model (SDXL, or Kolors as in the seed's Kolors example)."
         found = [m for m in model_manager.models if isinstance(m, SDXL)]
         return cls(found[-1]) if found else cls(model_manager.model("sdxl"))   # none: the manager's error
-    def __call__(self, prompt:str, negative_prompt:str="", cfg_scale:float=7.5, num_inference_steps:int=20,
-                 height:int=1024, width:int=1024, **kwargs):
-        return super().__call__(prompt, negative_prompt, cfg_scale, num_inference_steps, height, width, **kwargs)

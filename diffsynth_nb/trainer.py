@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.callbacks import ProgressBar
+from .config import TrainConfig, TRAINING_STRATEGIES, PRECISION_ALIASES, NonFiniteLossError, TrainingInterrupted
 from .core import get_family, weight_dtype, atomic_path, PRECISIONS, DiskFullError, quiet_third_party, progress_bar, check_family_path
 from .data import TextImageDataset, make_dataloader, mix_seed, dataset_fingerprint, warn_long_captions
 from .lora import add_lora, save_lora, parse_targets
@@ -21,56 +22,12 @@ from .core import load_families
 load_families()   # registers the families and their presets
 
 # %% auto #0
-__all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'RESUME_MUST_MATCH', 'TrainConfig', 'check_config', 'NonFiniteLossError',
-           'interrupted_lora_path', 'LoRATrainer', 'public_config', 'check_settings', 'check_resume_before_loading',
-           'gathered_lora', 'ExportLoRA', 'LossHistory', 'TrainingState', 'make_strategy', 'train_lora',
-           'TrainingInterrupted']
+__all__ = ['INIT_LORA_WEIGHTS', 'RESUME_MUST_MATCH', 'check_config', 'interrupted_lora_path', 'LoRATrainer', 'public_config',
+           'check_settings', 'check_resume_before_loading', 'gathered_lora', 'ExportLoRA', 'LossHistory',
+           'TrainingState', 'make_strategy', 'train_lora']
 
 # %% ../nbs/05_trainer.ipynb #b771359c
-@dataclass
-class TrainConfig:
-    "Settings of one LoRA training run; field names are the seed trainer's command-line flags."
-    pretrained_path: str = None            # the base model: SD 1.5 v1-5-pruned-emaonly.safetensors, SDXL sd_xl_base_1.0.safetensors, SD3 sd3_medium_incl_clips*.safetensors, Hunyuan-DiT the t2i folder
-    pretrained_fp16_vae_path: str = None   # fp16-safe VAE (sdxl-vae-fp16-fix) replacing the checkpoint's VAE (SDXL, Kolors)
-    pretrained_unet_path: str = None       # the seed's Kolors flag: kolors/Kolors/unet/diffusion_pytorch_model.safetensors (Kolors' main model path)
-    pretrained_text_encoder_path: str = None  # the seed's Kolors flag: the ChatGLM3 folder kolors/Kolors/text_encoder
-    dataset_path: str = None               # folder holding train/metadata.csv (columns file_name,text) and the images
-    output_path: str = "./"                # folder for the LoRA files (one per epoch) and loss.csv
-    lora_target_modules: str = None        # comma-separated module names to adapt (None: the family's, to_q,to_k,to_v,to_out.0 for SD 1.5)
-    steps_per_epoch: int = 500             # batches per epoch, drawn with replacement, shared among all processes
-    height: int = None                     # training height in pixels (None: the family's, 512 for SD 1.5, 1024 for the others; a multiple of 8 for SD 1.5, 32 for SDXL/Kolors, 16 for SD3/Hunyuan-DiT)
-    width: int = None                      # training width in pixels
-    center_crop: bool = False              # centre-crop after resizing (default: random crop)
-    random_flip: bool = False              # flip images left-right at random
-    batch_size: int = 1                    # images per batch, per device
-    dataloader_num_workers: int = 0        # data-loading subprocesses (0: load in the main process)
-    precision: str = "16-mixed"            # 32, 16 (= 16-mixed), 16-mixed, bf16-mixed or bf16 (= bf16-mixed); on a CPU 16 becomes bf16-mixed
-    learning_rate: float = 1e-4            # AdamW learning rate
-    lora_rank: int = 4                     # r, the rank of the LoRA update matrices
-    lora_alpha: float = 4.0                # alpha; the update is scaled by alpha / rank
-    init_lora_weights: str = "kaiming"     # kaiming (peft default: A uniform, B zero) or gaussian
-    use_gradient_checkpointing: bool = False  # recompute activations in the backward pass to save memory
-    accumulate_grad_batches: int = 1       # batches per optimizer step
-    training_strategy: str = "auto"        # auto, deepspeed_stage_1, deepspeed_stage_2 or deepspeed_stage_3 (CUDA only)
-    max_epochs: int = 1                    # epochs; a LoRA file is written after each
-    modelscope_model_id: str = None        # ModelScope model id to upload the LoRA to (upload not implemented yet; accepted for compatibility)
-    modelscope_access_token: str = None    # ModelScope access token for that upload
-    seed: int = 0                          # new: seed of noise, timesteps, crops and sampling order
-    snr_gamma: float = None                # new: min-SNR-γ loss weighting (Hang et al. 2023), e.g. 5.0; default: plain MSE (DDPM families only)
-    timestep_sampling: str = None          # new: how training draws σ in flow-matching families (sd3): logit_normal (None: sd3's default) or uniform (the 2024 trainer); DDPM families take only uniform
-    loss_weighting: str = None             # new: flow-matching loss weight (sd3): none (None: sd3's default) or bell (the 2024 trainer's bell-shaped weight); DDPM families use --snr_gamma
-    skip_bad_images: bool = False          # new: skip unreadable images with a warning instead of stopping
-    save_state_every_n_steps: int = 100    # new: keep a full training state (LoRA, optimizer, step, data position) every N optimizer steps (0: only at epoch ends)
-    keep_last_states: int = 2              # new: how many training states to keep in output_path/states
-    resume: bool = False                   # new: continue from the newest state in output_path/states (from scratch if there is none)
-    resume_from: str = None                # new: continue from this state file
-    devices: str = "auto"                  # new: devices per node, as Lightning's `devices`
-    num_nodes: int = 1                     # new: machines, as Lightning's `num_nodes`
-    accelerator: str = "auto"              # new: auto, cpu or gpu
-    verbose: bool = False                  # new: also show third-party notices (Lightning's device lines and tips, deprecation warnings)
-
-TRAINING_STRATEGIES = ("auto", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3")
-INIT_LORA_WEIGHTS = {"kaiming": True, "gaussian": "gaussian"}
+INIT_LORA_WEIGHTS = {"kaiming": True, "gaussian": "gaussian"}   # --init_lora_weights → peft's `init_lora_weights`
 
 # %% ../nbs/05_trainer.ipynb #5d163b13
 def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
@@ -113,9 +70,6 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     return cfg
 
 # %% ../nbs/05_trainer.ipynb #4641c927
-class NonFiniteLossError(RuntimeError):
-    "The loss became NaN or infinite; the message says where and why it usually happens."
-
 def interrupted_lora_path(cfg:TrainConfig, family_name:str, step:int) -> Path:
     "Where the LoRA weights are saved when a run stops early at optimizer step `step`."
     return Path(cfg.output_path)/f"{family_name}_lora_interrupted_step{step:06d}.safetensors"
@@ -407,6 +361,3 @@ def _train(family, family_cls, cfg, callbacks):
     final = next(iter(sorted(Path(cfg.output_path).glob(f"{family}_lora_epoch*.safetensors"))[-1:]), None)
     if final is not None: print(f"training had already finished; its final LoRA is {final}")
     return final
-
-class TrainingInterrupted(RuntimeError):
-    "Training was stopped from outside (SIGTERM); the message says how to continue."

@@ -56,3 +56,24 @@ def test_train_is_quiet_unless_verbose(tiny_root):
     for line in ("GPU available: False, used: False", "TPU available", "💡 Tip", "`Trainer.fit` stopped: `max_epochs=2` reached.",
                  "module(s) in eval mode"):
         assert line in said, f"--verbose should show {line!r}:\n{said}"
+
+
+def _interrupted(args, wait_s, cwd):
+    "Run `diffsynth-nb ARGS`, send Ctrl-C (SIGINT) after `wait_s` seconds; (exit status, stdout, stderr)."
+    import signal, time
+    p = subprocess.Popen(CLI + [str(a) for a in args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(wait_s)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=300)
+    return p.returncode, out, err
+
+
+def test_ctrl_c_is_one_line(tiny_root):
+    "Ctrl-C in `generate` and `tiny` (not only in training): one line saying what is left, exit status 130, no traceback."
+    ckpt = tiny_root / "models" / "stable_diffusion" / "v1-5-pruned-emaonly.safetensors"
+    status, out, err = _interrupted(["generate", "sd15", "--pretrained_path", ckpt, "--prompt", "a dog", "--height", 256, "--width", 256,
+                                     "--num_inference_steps", 999, "--output", tiny_root / "x.png"], 8, tiny_root)
+    assert (status, err) == (130, "diffsynth-nb generate: stopped by Ctrl-C; no image was written\n"), (status, err)
+    assert not (tiny_root / "x.png").exists() and not list(tiny_root.glob(".x.png.*"))
+    status, out, err = _interrupted(["tiny", "sdxl", tiny_root / "m2"], 2, tiny_root)
+    assert (status, out, err) == (130, "", f"diffsynth-nb tiny: stopped by Ctrl-C; nothing half-written was left in {tiny_root / 'm2'}\n"), (status, err)
