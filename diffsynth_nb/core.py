@@ -11,10 +11,10 @@ import torch
 # %% auto #0
 __all__ = ['PRECISIONS', 'DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'LIGHTNING_LOGGERS', 'QUIET_WARNINGS',
            'weight_dtype', 'DiskFullError', 'human_size', 'atomic_path', 'save_safetensors',
-           'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'sample_data',
-           'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of', 'main_family',
-           'detect_family', 'check_family_path', 'download_models', 'DownloadError', 'quiet_third_party', 'epoch_label',
-           'progress_bar']
+           'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'read_json',
+           'sample_data', 'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of',
+           'main_family', 'detect_family', 'check_family_path', 'download_models', 'DownloadError', 'quiet_third_party',
+           'epoch_label', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 PRECISIONS = ("32", "16", "16-mixed", "bf16-mixed")
@@ -133,6 +133,21 @@ def safe_torch_load(path:str|Path, # a `.bin`, `.pt` or `.ckpt` file
                                     f"PyTorch file, or holding Python objects that could run code; {detail[1].strip() if detail else 'unpickling failed'})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise ValueError(f"{path} cannot be read as a PyTorch file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+# %% ../nbs/00_core.ipynb #ba4c3f9e
+def read_json(path:str|Path, # a JSON file: a `config.json`, a shard index, a `tokenizer_config.json`
+              preset:str|None=None # the `download_models` preset that fetches it, for the message
+             ) -> dict:
+    "The JSON object in `path` (UTF-8, a BOM allowed); `ValueError` naming the file when it is empty, damaged or not an object."
+    path = Path(path)
+    again = "fetch it again" + (f" (download_models([{preset!r}]) does)" if preset else "")
+    try: data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        what = "it is empty" if path.stat().st_size == 0 else f"{type(e).__name__}: {e}"
+        raise ValueError(f"{path} is not valid JSON ({what}); it is probably incomplete (an interrupted download): {again}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not the object (`{{...}}`) expected there; {again}")
+    return data
 
 # %% ../nbs/00_core.ipynb #c64b61da
 def sample_data(name:str="dog" # `dog`, `dog_zh` or `cat`
