@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #60d1f801
 from __future__ import annotations
-import csv, hashlib, io, random, warnings
+import csv, hashlib, io, os, random, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -22,6 +22,13 @@ class DatasetError(ValueError):
     "A problem with the training folder; the message names every bad file or row."
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+def _outside(name:str) -> str|None:
+    "Why the `file_name` `name` leads out of the dataset folder (an absolute path, or `..` past its top), else `None`; on the text alone."
+    if Path(name).is_absolute() or Path(name).drive: return "is an absolute path"
+    norm = os.path.normpath(name)
+    if norm == os.pardir or norm.startswith(os.pardir + os.sep): return "leads outside the dataset folder (`..`)"
+    return None
 
 def _train_dir(dataset_path) -> Path:
     p = Path(dataset_path)
@@ -78,6 +85,9 @@ def read_metadata(dataset_path:str|Path # folder holding `train/metadata.csv` (o
                             f"put a caption that contains commas in double quotes"); continue
         name = fields[name_col].strip() if name_col < len(fields) else ""
         if not name: problems.append(f"{csv_path} line {i}: empty file_name"); continue
+        if why := _outside(name):
+            problems.append(f"{csv_path} line {i}: file_name {name!r} {why}; list each image by its path inside {root} "
+                            f"(e.g. 00.jpg or photos/00.jpg)"); continue
         rows.append(Row(root/name, fields[text_col] if text_col < len(fields) else "", i))
     if not rows and not problems: problems.append(f"{csv_path}: no rows; list at least one image")
     if problems: raise DatasetError("the dataset has problems:\n  " + "\n  ".join(problems))
