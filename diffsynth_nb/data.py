@@ -15,7 +15,7 @@ from .core import sample_data
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'DatasetError', 'Row', 'read_metadata', 'warn_long_captions', 'load_image', 'check_images',
            'to_tensor', 'to_pil', 'resize_crop', 'TextImageDataset', 'mix_seed', 'EpochSampler', 'ResumableDataLoader',
-           'make_dataloader', 'dataset_fingerprint']
+           'make_dataloader', 'file_digest', 'dataset_fingerprint']
 
 # %% ../nbs/01_data.ipynb #4b0fceda
 class DatasetError(ValueError):
@@ -243,8 +243,22 @@ def make_dataloader(dataset:Dataset, batch_size:int=1, steps_per_epoch:int=500, 
                                drop_last=True, persistent_workers=num_workers > 0)
 
 # %% ../nbs/01_data.ipynb #cf4e473e
+_DIGESTS: dict[tuple[str, int, int], str] = {}   # (absolute path, size, mtime_ns) → file_digest, for this process
+
+def file_digest(path:str|Path # a file
+               ) -> str:
+    "BLAKE2b hash (32 hex digits) of the file's bytes, read in 1 MB blocks; kept in memory by path, size and modification time."
+    path = Path(path).absolute(); st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20): h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
 def dataset_fingerprint(rows:list[tuple[Path, str]]) -> str:
-    "A short hash of the dataset's rows: file names, captions and file sizes."
+    "`v2:` and a short hash of the dataset's rows: file names, captions and the hash of each image's bytes (`file_digest`)."
     h = hashlib.sha256()
-    for path, text in rows: h.update(repr((Path(path).name, text, Path(path).stat().st_size)).encode())
-    return h.hexdigest()[:16]
+    for path, text in rows: h.update(repr((Path(path).name, text, file_digest(path))).encode())
+    return "v2:" + h.hexdigest()[:16]
