@@ -13,8 +13,8 @@ __all__ = ['PRECISIONS', 'DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODE
            'weight_dtype', 'DiskFullError', 'human_size', 'atomic_path', 'save_safetensors',
            'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'read_json',
            'sample_data', 'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of',
-           'main_family', 'detect_family', 'check_family_path', 'download_models', 'DownloadError', 'quiet_third_party',
-           'epoch_label', 'progress_bar']
+           'main_family', 'detect_family', 'check_family_path', 'write_whole', 'download_models', 'DownloadError',
+           'quiet_third_party', 'epoch_label', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 PRECISIONS = ("32", "16", "16-mixed", "bf16-mixed")
@@ -213,9 +213,9 @@ class DiffusionFamily(torch.nn.Module):
         return cls(**cls.loader(path, torch_dtype=torch_dtype, device=device, **kwargs))
     @classmethod
     def write_tiny(cls, root, seed:int=0, **kwargs):
-        "Write this family's tiny random release files under `root` with its `tiny_writer` (keywords such as SD3's `t5`)."
+        "Write this family's tiny random release files under `root` with its `tiny_writer` (keywords such as SD3's `t5`), whole or not at all (`write_whole`)."
         if cls.tiny_writer is None: raise NotImplementedError(f"{cls.__name__} sets no tiny_writer")
-        return cls.tiny_writer(root, seed=seed, **kwargs)
+        return write_whole(root, lambda tmp: cls.tiny_writer(tmp, seed=seed, **kwargs))
     @classmethod
     def load_kwargs(cls, cfg) -> dict:
         "`from_pretrained` keywords from the config's `load_flags` fields; `ValueError` naming a set flag this family does not use."
@@ -325,6 +325,30 @@ def check_family_path(path:str|Path, # the model path given (`--pretrained_path`
         what = "folder" if path.is_dir() else "file"
         raise ValueError(f"{flag} {path} is a release {what} of the {found} family, not of {family}; "
                          f"run `diffsynth-nb {command} {found} ...`, or pass a {family} model")
+
+# %% ../nbs/00_core.ipynb #8e129a12
+def _move_into(src:Path, dst:Path):
+    "Rename `src` to `dst`: whole when `dst` does not exist, else entry by entry into the folder `dst` (files replaced, others kept)."
+    if not dst.exists() or not (src.is_dir() and dst.is_dir()): return os.replace(src, dst)
+    for entry in sorted(src.iterdir()): _move_into(entry, dst/entry.name)
+
+def write_whole(root:str|Path, # the folder to write into (created if missing)
+                write # `write(tmp) -> path` writes its files under the folder `tmp` and returns one of them
+               ) -> Path:
+    "Run `write` in a temporary folder inside `root`, then move what it wrote into `root`; on any error `root` is as before. Returns `write`'s path, moved."
+    import io, sys
+    root = Path(root)
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp, said = Path(tempfile.mkdtemp(dir=root, prefix=".tiny-", suffix=".tmp")), io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said): path = Path(write(tmp))   # its notices name `tmp`: said once the files are in place
+        for entry in sorted(tmp.iterdir()): _move_into(entry, root/entry.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created and not any(root.iterdir()): root.rmdir()   # made for a write that failed: not left behind
+        sys.stderr.write(said.getvalue().replace(str(tmp), str(root)))
+    return root/path.relative_to(tmp)
 
 # %% ../nbs/00_core.ipynb #db2c8448
 MODEL_PRESETS: dict[str, list[tuple[str, str, str]]] = {}
