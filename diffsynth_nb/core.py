@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'LIGHTNING_LOGGERS', 'QUIET_WARNINGS',
-           'weight_dtype', 'DiskFullError', 'human_size', 'atomic_path', 'save_safetensors',
+__all__ = ['PRECISIONS', 'DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'HUB_LOGGER', 'LIGHTNING_LOGGERS',
+           'QUIET_WARNINGS', 'weight_dtype', 'DiskFullError', 'human_size', 'atomic_path', 'save_safetensors',
            'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'read_json',
            'sample_data', 'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of',
            'main_family', 'detect_family', 'check_family_path', 'write_whole', 'download_models', 'DownloadError',
-           'quiet_third_party', 'epoch_label', 'progress_bar']
+           'quiet_hub', 'quiet_third_party', 'epoch_label', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 PRECISIONS = ("32", "16", "16-mixed", "bf16-mixed")
@@ -367,7 +367,8 @@ def download_models(presets:list[str], # names in `MODEL_PRESETS`, e.g. `["Stabl
     paths = []
     for preset in presets:
         for repo_id, filename, folder in MODEL_PRESETS[preset]:
-            try: paths.append(Path(downloader(repo_id, filename, str(Path(root)/folder))))
+            try:
+                with quiet_hub(): paths.append(Path(downloader(repo_id, filename, str(Path(root)/folder))))
             except (OSError, ValueError) as e:   # offline, no such file, a gated repo: one line, not the hub client's traceback
                 raise DownloadError(f"{preset}: could not fetch {filename} from {repo_id} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                                     f"check the network (and HF_HUB_OFFLINE, HF_TOKEN for gated repos), or put the file at "
@@ -376,6 +377,18 @@ def download_models(presets:list[str], # names in `MODEL_PRESETS`, e.g. `["Stabl
 
 class DownloadError(ValueError):
     "A preset's file could not be fetched; the message names the preset, file, repo and where to put it by hand."
+
+HUB_LOGGER = "huggingface_hub"   # its warnings when the hub cannot be reached: "'[Errno 111] ...' thrown while requesting HEAD ...", "Retrying in 1s [Retry 1/5]."
+
+@contextlib.contextmanager
+def quiet_hub():
+    "Within the block the `huggingface_hub` loggers show errors only (not its retry warnings); their level is restored on exit."
+    import logging
+    lg = logging.getLogger(HUB_LOGGER)
+    level = lg.level
+    lg.setLevel(max(lg.getEffectiveLevel(), logging.ERROR))
+    try: yield
+    finally: lg.setLevel(level)
 
 # %% ../nbs/00_core.ipynb #5c245e27
 import logging, warnings
