@@ -213,7 +213,7 @@ class DiffusionFamily(torch.nn.Module):
         return cls(**cls.loader(path, torch_dtype=torch_dtype, device=device, **kwargs))
     @classmethod
     def write_tiny(cls, root, seed:int=0, **kwargs):
-        "Write this family's tiny random release files under `root` with its `tiny_writer` (keywords such as SD3's `t5`), whole or not at all (`write_whole`)."
+        "Write this family's tiny random release files under `root` with its `tiny_writer` (keywords: SD3's `t5`), all or none (`write_whole`)."
         if cls.tiny_writer is None: raise NotImplementedError(f"{cls.__name__} sets no tiny_writer")
         return write_whole(root, lambda tmp: cls.tiny_writer(tmp, seed=seed, **kwargs))
     @classmethod
@@ -378,7 +378,7 @@ def download_models(presets:list[str], # names in `MODEL_PRESETS`, e.g. `["Stabl
 class DownloadError(ValueError):
     "A preset's file could not be fetched; the message names the preset, file, repo and where to put it by hand."
 
-HUB_LOGGER = "huggingface_hub"   # its warnings when the hub cannot be reached: "'[Errno 111] ...' thrown while requesting HEAD ...", "Retrying in 1s [Retry 1/5]."
+HUB_LOGGER = "huggingface_hub"   # unreachable hub: "'[Errno 111] ...' thrown while requesting HEAD ...", "Retrying in 1s [Retry 1/5]."
 
 @contextlib.contextmanager
 def quiet_hub():
