@@ -10,12 +10,12 @@ import torch
 from .config import PRECISIONS, FAMILY_CARDS, CARD_FIELDS, FamilyCard
 
 # %% auto #0
-__all__ = ['DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'LIGHTNING_LOGGERS', 'QUIET_WARNINGS',
+__all__ = ['DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'HUB_LOGGER', 'LIGHTNING_LOGGERS', 'QUIET_WARNINGS',
            'weight_dtype', 'DiskFullError', 'human_size', 'atomic_path', 'save_safetensors',
-           'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'sample_data',
-           'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of', 'main_family',
-           'detect_family', 'check_family_path', 'download_models', 'DownloadError', 'quiet_third_party', 'epoch_label',
-           'progress_bar']
+           'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'read_json',
+           'sample_data', 'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of',
+           'main_family', 'detect_family', 'check_family_path', 'write_whole', 'download_models', 'DownloadError',
+           'quiet_hub', 'quiet_third_party', 'epoch_label', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 def weight_dtype(precision:str # one of `PRECISIONS`, as given to `--precision`
@@ -133,6 +133,21 @@ def safe_torch_load(path:str|Path, # a `.bin`, `.pt` or `.ckpt` file
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise ValueError(f"{path} cannot be read as a PyTorch file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
+# %% ../nbs/00_core.ipynb #ba4c3f9e
+def read_json(path:str|Path, # a JSON file: a `config.json`, a shard index, a `tokenizer_config.json`
+              preset:str|None=None # the `download_models` preset that fetches it, for the message
+             ) -> dict:
+    "The JSON object in `path` (UTF-8, a BOM allowed); `ValueError` naming the file when it is empty, damaged or not an object."
+    path = Path(path)
+    again = "fetch it again" + (f" (download_models([{preset!r}]) does)" if preset else "")
+    try: data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        what = "it is empty" if path.stat().st_size == 0 else f"{type(e).__name__}: {e}"
+        raise ValueError(f"{path} is not valid JSON ({what}); it is probably incomplete (an interrupted download): {again}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not the object (`{{...}}`) expected there; {again}")
+    return data
+
 # %% ../nbs/00_core.ipynb #c64b61da
 def sample_data(name:str="dog" # `dog`, `dog_zh` or `cat`
                ) -> Path|None:
@@ -207,9 +222,9 @@ class DiffusionFamily(torch.nn.Module):
         return cls(**cls.loader(path, torch_dtype=torch_dtype, device=device, **kwargs))
     @classmethod
     def write_tiny(cls, root, seed:int=0, **kwargs):
-        "Write this family's tiny random release files under `root` with its `tiny_writer` (keywords such as SD3's `t5`)."
+        "Write this family's tiny random release files under `root` with its `tiny_writer` (keywords: SD3's `t5`), all or none (`write_whole`)."
         if cls.tiny_writer is None: raise NotImplementedError(f"{cls.__name__} sets no tiny_writer")
-        return cls.tiny_writer(root, seed=seed, **kwargs)
+        return write_whole(root, lambda tmp: cls.tiny_writer(tmp, seed=seed, **kwargs))
     @classmethod
     def load_kwargs(cls, cfg) -> dict:
         "`from_pretrained` keywords from the config's `load_flags` fields; `ValueError` naming a set flag this family does not use."
@@ -332,6 +347,30 @@ def check_family_path(path:str|Path, # the model path given (`--pretrained_path`
         raise ValueError(f"{flag} {path} is a release {what} of the {found} family, not of {family}; "
                          f"run `diffsynth-nb {command} {found} ...`, or pass a {family} model")
 
+# %% ../nbs/00_core.ipynb #8e129a12
+def _move_into(src:Path, dst:Path):
+    "Rename `src` to `dst`: whole when `dst` does not exist, else entry by entry into the folder `dst` (files replaced, others kept)."
+    if not dst.exists() or not (src.is_dir() and dst.is_dir()): return os.replace(src, dst)
+    for entry in sorted(src.iterdir()): _move_into(entry, dst/entry.name)
+
+def write_whole(root:str|Path, # the folder to write into (created if missing)
+                write # `write(tmp) -> path` writes its files under the folder `tmp` and returns one of them
+               ) -> Path:
+    "Run `write` in a temporary folder inside `root`, then move what it wrote into `root`; on any error `root` is as before. Returns `write`'s path, moved."
+    import io, sys
+    root = Path(root)
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp, said = Path(tempfile.mkdtemp(dir=root, prefix=".tiny-", suffix=".tmp")), io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said): path = Path(write(tmp))   # its notices name `tmp`: said once the files are in place
+        for entry in sorted(tmp.iterdir()): _move_into(entry, root/entry.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created and not any(root.iterdir()): root.rmdir()   # made for a write that failed: not left behind
+        sys.stderr.write(said.getvalue().replace(str(tmp), str(root)))
+    return root/path.relative_to(tmp)
+
 # %% ../nbs/00_core.ipynb #db2c8448
 MODEL_PRESETS: dict[str, list[tuple[str, str, str]]] = {}
 
@@ -349,7 +388,8 @@ def download_models(presets:list[str], # names in `MODEL_PRESETS`, e.g. `["Stabl
     paths = []
     for preset in presets:
         for repo_id, filename, folder in MODEL_PRESETS[preset]:
-            try: paths.append(Path(downloader(repo_id, filename, str(Path(root)/folder))))
+            try:
+                with quiet_hub(): paths.append(Path(downloader(repo_id, filename, str(Path(root)/folder))))
             except (OSError, ValueError) as e:   # offline, no such file, a gated repo: one line, not the hub client's traceback
                 raise DownloadError(f"{preset}: could not fetch {filename} from {repo_id} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                                     f"check the network (and HF_HUB_OFFLINE, HF_TOKEN for gated repos), or put the file at "
@@ -358,6 +398,18 @@ def download_models(presets:list[str], # names in `MODEL_PRESETS`, e.g. `["Stabl
 
 class DownloadError(ValueError):
     "A preset's file could not be fetched; the message names the preset, file, repo and where to put it by hand."
+
+HUB_LOGGER = "huggingface_hub"   # unreachable hub: "'[Errno 111] ...' thrown while requesting HEAD ...", "Retrying in 1s [Retry 1/5]."
+
+@contextlib.contextmanager
+def quiet_hub():
+    "Within the block the `huggingface_hub` loggers show errors only (not its retry warnings); their level is restored on exit."
+    import logging
+    lg = logging.getLogger(HUB_LOGGER)
+    level = lg.level
+    lg.setLevel(max(lg.getEffectiveLevel(), logging.ERROR))
+    try: yield
+    finally: lg.setLevel(level)
 
 # %% ../nbs/00_core.ipynb #5c245e27
 import logging, warnings

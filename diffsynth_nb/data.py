@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #60d1f801
 from __future__ import annotations
-import csv, hashlib, io, random, warnings
+import csv, hashlib, io, os, random, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,13 +15,20 @@ from .core import sample_data
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'DatasetError', 'Row', 'read_metadata', 'warn_long_captions', 'load_image', 'check_images',
            'to_tensor', 'to_pil', 'resize_crop', 'TextImageDataset', 'mix_seed', 'EpochSampler', 'ResumableDataLoader',
-           'make_dataloader', 'dataset_fingerprint']
+           'make_dataloader', 'file_digest', 'dataset_fingerprint']
 
 # %% ../nbs/01_data.ipynb #4b0fceda
 class DatasetError(ValueError):
     "A problem with the training folder; the message names every bad file or row."
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+def _outside(name:str) -> str|None:
+    "Why the `file_name` `name` leads out of the dataset folder (an absolute path, or `..` past its top), else `None`; on the text alone."
+    if Path(name).is_absolute() or Path(name).drive: return "is an absolute path"
+    norm = os.path.normpath(name)
+    if norm == os.pardir or norm.startswith(os.pardir + os.sep): return "leads outside the dataset folder (`..`)"
+    return None
 
 def _train_dir(dataset_path) -> Path:
     p = Path(dataset_path)
@@ -78,6 +85,9 @@ def read_metadata(dataset_path:str|Path # folder holding `train/metadata.csv` (o
                             f"put a caption that contains commas in double quotes"); continue
         name = fields[name_col].strip() if name_col < len(fields) else ""
         if not name: problems.append(f"{csv_path} line {i}: empty file_name"); continue
+        if why := _outside(name):
+            problems.append(f"{csv_path} line {i}: file_name {name!r} {why}; list each image by its path inside {root} "
+                            f"(e.g. 00.jpg or photos/00.jpg)"); continue
         rows.append(Row(root/name, fields[text_col] if text_col < len(fields) else "", i))
     if not rows and not problems: problems.append(f"{csv_path}: no rows; list at least one image")
     if problems: raise DatasetError("the dataset has problems:\n  " + "\n  ".join(problems))
@@ -233,8 +243,22 @@ def make_dataloader(dataset:Dataset, batch_size:int=1, steps_per_epoch:int=500, 
                                drop_last=True, persistent_workers=num_workers > 0)
 
 # %% ../nbs/01_data.ipynb #cf4e473e
+_DIGESTS: dict[tuple[str, int, int], str] = {}   # (absolute path, size, mtime_ns) → file_digest, for this process
+
+def file_digest(path:str|Path # a file
+               ) -> str:
+    "BLAKE2b hash (32 hex digits) of the file's bytes, read in 1 MB blocks; kept in memory by path, size and modification time."
+    path = Path(path).absolute(); st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20): h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
 def dataset_fingerprint(rows:list[tuple[Path, str]]) -> str:
-    "A short hash of the dataset's rows: file names, captions and file sizes."
+    "`v2:` and a short hash of the dataset's rows: file names, captions and the hash of each image's bytes (`file_digest`)."
     h = hashlib.sha256()
-    for path, text in rows: h.update(repr((Path(path).name, text, Path(path).stat().st_size)).encode())
-    return h.hexdigest()[:16]
+    for path, text in rows: h.update(repr((Path(path).name, text, file_digest(path))).encode())
+    return "v2:" + h.hexdigest()[:16]

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import diffsynth_nb
 from .config import FAMILY_CARDS
-from .core import DiffusionFamily, register_family, safe_torch_load, atomic_path, MODEL_PRESETS
+from .core import DiffusionFamily, register_family, safe_torch_load, atomic_path, MODEL_PRESETS, read_json
 from .schedules import DDPMSchedule
 from .ldm import randomize_, write_text_atomic, TINY_METADATA, quiet_loading, ready_models, t5_tokenizer
 from .inference import SDImagePipeline
@@ -17,7 +17,7 @@ from .lora_formats import save_hunyuan_lora, read_hunyuan_lora
 
 # %% auto #0
 __all__ = ['CONFIG_DIR', 'TINY_CONFIG_DIR', 'RELEASE_REPO', 'RELEASE_FILES', 'BERT_PREFIX', 'MAX_LENGTH', 'MAX_LENGTH_T5',
-           'release_config', 'dit_to_diffusers', 'dit_to_tencent', 'tencent_dit_names', 'build_models', 'read_json',
+           'release_config', 'dit_to_diffusers', 'dit_to_tencent', 'tencent_dit_names', 'build_models',
            'load_mt5_tokenizer', 'load_bert_tokenizer', 'tiny_spm_model', 'tiny_bert_vocab', 'write_tiny_hunyuan_dit',
            'load_dit', 'load_bert', 'load_mt5_encoder', 'load_vae', 'release_folder', 'load_hunyuan_dit',
            'rotary_embedding', 'image_meta_size', 'exact_timesteps', 'checkpoint_blocks', 'HunyuanDiT',
@@ -42,7 +42,7 @@ def release_config(component:str, # `transformer`, `text_encoder` (BERT), `text_
                    tiny:bool=False) -> dict:
     "A packaged Hunyuan-DiT v1.1 config (`config.json` or `scheduler_config.json`) as a dict."
     name = "scheduler_config.json" if component == "scheduler" else "config.json"
-    return json.loads(((TINY_CONFIG_DIR if tiny else CONFIG_DIR)/component/name).read_text())
+    return read_json((TINY_CONFIG_DIR if tiny else CONFIG_DIR)/component/name)
 
 # %% ../nbs/04e_hunyuan_dit.ipynb #fcbf1ac1
 _DIT_BLOCK = {"attn1.q_norm": "attn1.norm_q", "attn1.k_norm": "attn1.norm_k", "attn1.out_proj": "attn1.to_out.0",
@@ -130,12 +130,6 @@ def build_models(tiny:bool=False, seed:int|None=0) -> dict:
     return models
 
 # %% ../nbs/04e_hunyuan_dit.ipynb #695ae5b2
-def read_json(file:Path) -> dict:
-    "The JSON object in `file`; `ValueError` naming the file when it is empty or damaged (an interrupted download)."
-    try: return json.loads(Path(file).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{file} is not valid JSON ({e}); it is probably incomplete: fetch it again (download_models(['HunyuanDiT']))") from None
-
 def load_mt5_tokenizer(folder:str|Path # the release folder `t2i/mt5` holding `spiece.model`
                       ):
     "The mT5 tokenizer: transformers' `T5Tokenizer` (v5 has no `MT5Tokenizer`) built from `spiece.model` by `t5_tokenizer`; 256 tokens, no sentinels (`extra_ids` 0)."
@@ -153,7 +147,7 @@ def load_bert_tokenizer(folder:str|Path # the release folder `t2i/tokenizer` hol
     if not (folder/"vocab.txt").is_file():
         raise FileNotFoundError(f"BERT tokenizer not found: {folder/'vocab.txt'}; it goes in HunyuanDiT/t2i/tokenizer/ (from "
                                 f"{RELEASE_REPO}/t2i/tokenizer, download_models(['HunyuanDiT']))")
-    cfg = read_json(folder/"tokenizer_config.json") if (folder/"tokenizer_config.json").is_file() else {}
+    cfg = read_json(folder/"tokenizer_config.json", "HunyuanDiT") if (folder/"tokenizer_config.json").is_file() else {}
     return BertTokenizer(str(folder/"vocab.txt"), do_lower_case=cfg.get("do_lower_case", True), model_max_length=MAX_LENGTH)
 
 # %% ../nbs/04e_hunyuan_dit.ipynb #17ae1cc6
@@ -218,7 +212,7 @@ def _need(path:Path, what:str, rel:str) -> Path:
 
 def _config(file:Path, component:str) -> dict:
     "The `config.json` beside a weight file (the release's, or the tiny model's), else the packaged v1.1 one."
-    return read_json(file) if file.is_file() else release_config(component)
+    return read_json(file, "HunyuanDiT") if file.is_file() else release_config(component)
 
 def _load_into(model, sd:dict, path:Path, what:str):
     "Load `sd` into the meta-device `model` (assign), every parameter covered; `ValueError` naming `path` when names or shapes differ."

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 import diffsynth_nb
 from .config import FAMILY_CARDS
-from .core import (DiffusionFamily, register_family, save_safetensors, safetensors_header, safe_torch_load, atomic_path, MODEL_PRESETS)
+from .core import (DiffusionFamily, register_family, save_safetensors, safetensors_header, safe_torch_load, atomic_path,
+                               MODEL_PRESETS, read_json)
 from .schedules import DDPMSchedule
 from .ldm import randomize_, write_text_atomic, TINY_METADATA, quiet_loading, ready_models
 from .sdxl import SDXL, SDXLImagePipeline, load_fp16_vae, write_tiny_fp16_vae
@@ -35,7 +36,7 @@ def release_config(component:str, # `unet`, `text_encoder`, `scheduler` or `toke
                    tiny:bool=False) -> dict:
     "A packaged Kolors config (`config.json`, `scheduler_config.json` or `tokenizer_config.json`) as a dict."
     name = {"scheduler": "scheduler_config.json", "tokenizer": "tokenizer_config.json"}.get(component, "config.json")
-    return json.loads(((TINY_CONFIG_DIR if tiny else CONFIG_DIR)/component/name).read_text())
+    return read_json((TINY_CONFIG_DIR if tiny else CONFIG_DIR)/component/name)
 
 def chatglm_config(config:dict):
     "diffusers' `ChatGLMConfig` from a release `config.json` dict; `original_rope=True` (the release's RoPE, which diffusers' class does not default)."
@@ -115,7 +116,10 @@ def load_chatglm(folder:str|Path, # the release `text_encoder/` folder
         if not (folder/name).is_file():
             raise FileNotFoundError(f"--pretrained_text_encoder_path {folder}: no {name}; it goes in the ChatGLM3 folder "
                                     f"kolors/Kolors/text_encoder/ (from {RELEASE_REPO}, download_models(['Kolors']))")
-    weight_map = json.loads((folder/TE_INDEX).read_text())["weight_map"]
+    config, weight_map = read_json(folder/"config.json", "Kolors"), read_json(folder/TE_INDEX, "Kolors").get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"{folder/TE_INDEX}: no \"weight_map\" of tensor names to shard files in it; "
+                         f"fetch it again (download_models(['Kolors']) does)")
     for shard in sorted(set(weight_map.values())):
         if not (folder/shard).is_file():
             raise FileNotFoundError(f"--pretrained_text_encoder_path {folder}: {shard} (named in {TE_INDEX}) is missing; "
@@ -124,7 +128,7 @@ def load_chatglm(folder:str|Path, # the release `text_encoder/` folder
     for shard in sorted(set(weight_map.values())): sd.update(safe_torch_load(folder/shard, mmap=True))
     odd = [k for k in sd if not k.startswith(TE_PREFIX)]
     if odd: raise ValueError(f"{folder}: {odd[:3]} are not ChatGLM3 text-encoder names (transformer.*); is it Kolors' text_encoder folder?")
-    with torch.device("meta"): model = ChatGLMModel(chatglm_config(json.loads((folder/"config.json").read_text())), empty_init=False)
+    with torch.device("meta"): model = ChatGLMModel(chatglm_config(config), empty_init=False)
     sd = {k[len(TE_PREFIX):]: v for k, v in sd.items()}
     if "rotary_pos_emb.inv_freq" not in sd: sd["rotary_pos_emb.inv_freq"] = _inv_freq(model)
     want = set(model.state_dict())
@@ -146,7 +150,7 @@ def load_chatglm_tokenizer(folder:str|Path):
     if not (folder/"tokenizer.model").is_file():
         raise FileNotFoundError(f"Kolors tokenizer not found: {folder/'tokenizer.model'}; it goes in kolors/Kolors/tokenizer/ beside "
                                 f"text_encoder/ (from {RELEASE_REPO}/tokenizer, download_models(['Kolors']))")
-    cfg = json.loads((folder/"tokenizer_config.json").read_text()) if (folder/"tokenizer_config.json").is_file() else {}
+    cfg = read_json(folder/"tokenizer_config.json", "Kolors") if (folder/"tokenizer_config.json").is_file() else {}
     keep = {k: cfg[k] for k in ("padding_side", "clean_up_tokenization_spaces", "encode_special_tokens") if k in cfg}
     return ChatGLMTokenizer(str(folder/"tokenizer.model"), model_max_length=MAX_LENGTH, **keep)
 
@@ -170,7 +174,7 @@ def load_kolors(unet_path:str|Path, # `kolors/Kolors/unet/diffusion_pytorch_mode
     tok = load_chatglm_tokenizer(tokenizer_path or te_path.parent/"tokenizer")
     vae_path = Path(fp16_vae_path) if fp16_vae_path else path.parent.parent/"vae"
     cfg_file = path.parent/"config.json"
-    config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else release_config("unet", tiny=meta.get("diffsynth_nb.variant") == "tiny-random")
+    config = read_json(cfg_file, "Kolors") if cfg_file.is_file() else release_config("unet", tiny=meta.get("diffsynth_nb.variant") == "tiny-random")
     with quiet_loading():
         vae = load_fp16_vae(vae_path, torch_dtype)
         te = load_chatglm(te_path, torch_dtype)

@@ -8,7 +8,7 @@ import contextlib, json, os, re
 from typing import Callable
 from pathlib import Path
 import torch
-from .core import atomic_path, family_of
+from .core import atomic_path, family_of, read_json
 
 # %% auto #0
 __all__ = ['UNET_PREFIX', 'VAE_PREFIX', 'CLIP_PREFIX', 'TOKENIZER_FILES', 'TINY_METADATA', 'unet_to_ldm', 'vae_to_ldm',
@@ -211,6 +211,7 @@ def load_clip_tokenizer(folder:str|Path, # the tokenizer folder
         where = (f"the folder {subfolder}/ of " if subfolder else "") + f"the hub repo {repo}"
         raise FileNotFoundError(f"{what} tokenizer not found in {folder}: put the files {', '.join(TOKENIZER_FILES)} from {where} there "
                                 f"(download_models([{preset!r}]) does)")
+    for f in sorted(folder.glob("*.json")): read_json(f, preset)   # an empty or cut config: named, not transformers' bare JSON error
     tok = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
     if pad is not None and tok.pad_token != pad:
         raise ValueError(f"{folder}: the {what} tokenizer pads with {tok.pad_token!r}, {family}'s with {pad!r}; use the files of "

@@ -10,7 +10,7 @@ import torch
 import diffsynth_nb
 from .config import FAMILY_CARDS
 from .core import (DiffusionFamily, register_family, save_safetensors, read_safetensors_metadata, MODEL_PRESETS,
-                               safe_torch_load, safetensors_header)
+                               safe_torch_load, safetensors_header, read_json)
 from .schedules import DDPMSchedule, scaled_linear_betas, alphas_cumprod
 from .ldm import (kohya_text_root, UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX, unet_to_ldm, vae_to_ldm, clip_to_ldm,
                               randomize_, write_tiny_clip_tokenizer,
@@ -35,14 +35,14 @@ MODEL_PRESETS["StableDiffusion_v15"] = [
 
 def release_scheduler_config() -> dict:
     "The release `scheduler_config.json` of SD 1.5 (PNDM, scaled-linear β 0.00085→0.012, leading, offset 1)."
-    return json.loads((CONFIG_DIR/"scheduler"/"scheduler_config.json").read_text())
+    return read_json(CONFIG_DIR/"scheduler"/"scheduler_config.json")
 
 # %% ../nbs/04_sd15.ipynb #2e06ebe8
 def build_tiny_models(seed:int=0) -> dict:
     "Tiny random `unet`, `vae`, `text_encoder` from the packaged tiny configs, filled by `randomize_`."
     from diffusers import UNet2DConditionModel, AutoencoderKL
     from transformers import CLIPTextModel, CLIPTextConfig
-    read = lambda sub: json.loads((TINY_CONFIG_DIR/sub/"config.json").read_text())
+    read = lambda sub: read_json(TINY_CONFIG_DIR/sub/"config.json")
     g = torch.Generator().manual_seed(seed)
     return {"unet": randomize_(UNet2DConditionModel.from_config(read("unet")), g),
             "vae": randomize_(AutoencoderKL.from_config(read("vae")), g),

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 import diffsynth_nb
 from .config import FAMILY_CARDS
-from .core import DiffusionFamily, register_family, save_safetensors, MODEL_PRESETS, safetensors_header
+from .core import DiffusionFamily, register_family, save_safetensors, MODEL_PRESETS, safetensors_header, read_json
 from .schedules import FlowMatchSchedule
 from .ldm import (UNET_PREFIX, VAE_PREFIX, vae_to_ldm, randomize_, write_tiny_clip_tokenizer, kohya_text_root, TOKENIZER_FILES,
                   TINY_METADATA, quiet_loading, release_file, check_release_keys, load_clip_tokenizer, ready_models)
@@ -46,7 +46,7 @@ def release_config(component:str, # `transformer`, `vae`, `text_encoder` (CLIP-L
     "A packaged SD3 medium config (`…/config.json`, `scheduler_config.json` or `tokenizer_config.json`) as a dict."
     folder = (TINY_CONFIG_DIR if tiny else CONFIG_DIR)/component
     name = "scheduler_config.json" if component == "scheduler" else "tokenizer_config.json" if component.startswith("tokenizer") else "config.json"
-    return json.loads((folder/name).read_text())
+    return read_json(folder/name)
 
 # %% ../nbs/04d_sd3.ipynb #ee692f30
 def _swap_halves(w:torch.Tensor) -> torch.Tensor:
@@ -151,6 +151,7 @@ def load_t5_tokenizer(folder:str|Path):
     if not any((folder/f).is_file() for f in ("tokenizer.json", "spiece.model")):
         raise FileNotFoundError(f"T5 tokenizer not found in {folder}: put the files {', '.join(T5_TOKENIZER_FILES)} from the folder tokenizer_3/ "
                                 f"of the hub repo {TOKENIZER_REPO} there (download_models(['StableDiffusion3']) does)")
+    for f in sorted(folder.glob("*.json")): read_json(f, "StableDiffusion3")   # an empty or cut file: named
     tok = T5TokenizerFast.from_pretrained(str(folder), local_files_only=True)
     tok.model_max_length = T5_MAX_LENGTH   # what the pipeline encodes (its `max_sequence_length`), so long captions are reported at 256
     return tok

@@ -10,7 +10,7 @@ import torch
 import diffsynth_nb
 from .config import FAMILY_CARDS
 from .core import (DiffusionFamily, register_family, save_safetensors, read_safetensors_metadata, MODEL_PRESETS,
-                   safetensors_header, load_families, FAMILIES)
+                   safetensors_header, load_families, FAMILIES, read_json)
 from .schedules import DDPMSchedule
 from .ldm import (UNET_PREFIX, VAE_PREFIX, unet_to_ldm, vae_to_ldm, clip_to_ldm, open_clip_to_ldm, randomize_,
                   write_tiny_clip_tokenizer, write_text_atomic, kohya_text_root, TOKENIZER_FILES, TINY_METADATA,
@@ -45,7 +45,7 @@ def release_config(component:str, # `unet`, `vae`, `text_encoder`, `text_encoder
     "A packaged SDXL base 1.0 config (`…/config.json`, `scheduler_config.json` or `tokenizer_config.json`) as a dict."
     folder = (TINY_CONFIG_DIR if tiny else CONFIG_DIR)/component
     name = {"scheduler": "scheduler_config.json", "tokenizer": "tokenizer_config.json", "tokenizer_2": "tokenizer_config.json"}.get(component, "config.json")
-    return json.loads((folder/name).read_text())
+    return read_json(folder/name)
 
 # %% ../nbs/04b_sdxl.ipynb #2f564652
 def build_tiny_models(seed:int=0) -> dict:
@@ -105,7 +105,7 @@ def load_fp16_vae(path:str|Path, # `sdxl-vae-fp16-fix/diffusion_pytorch_model.sa
         raise ValueError(f"--pretrained_fp16_vae_path {path}: not a VAE with diffusers names (no encoder.conv_in.weight); "
                          f"use {FP16_VAE_NAME} of {FP16_VAE_REPO}")
     cfg_file = path.parent/"config.json"
-    config = (json.loads(cfg_file.read_text()) if cfg_file.is_file() else
+    config = (read_json(cfg_file) if cfg_file.is_file() else
               {**release_config("vae", tiny=meta.get("diffsynth_nb.variant") == "tiny-random"), "force_upcast": False})
     vae = AutoencoderKL.from_config(config)
     try: vae.load_state_dict(load_file(path))

@@ -205,6 +205,10 @@ def check_settings(info:dict, # a state's `diffsynth_nb` entry (family, config, 
             raise ValueError(f"--{flag} {new} differs from the saved state's {old}; resume with the same value, "
                              f"or start a new run in another --output_path")
     if info.get("dataset") != fingerprint:
+        if isinstance(info.get("dataset"), str) and not info["dataset"].startswith("v2:"):   # before the images' bytes were hashed
+            raise ValueError(f"--dataset_path {cfg.dataset_path}: the saved state was written by an older diffsynth_nb, whose dataset "
+                             f"fingerprint did not hash the images, so it cannot tell whether they changed; states from before this "
+                             f"version cannot be resumed: start a new run in another --output_path (the LoRA files written are kept)")
         raise ValueError(f"--dataset_path {cfg.dataset_path}: the images or captions changed since the saved state; "
                          f"resume with the same data, or start a new run in another --output_path")
 

@@ -99,3 +99,37 @@ def test_second_run_refused_and_killed_run_blocks_nobody(tiny_root):
     third = train(tiny_root, out, "--steps_per_epoch", "2")
     assert third.returncode == 0, third.stdout + third.stderr   # ... and does not block the next run
     assert (out / "sd15_lora_epoch000.safetensors").is_file()
+
+
+def test_tiny_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """`write_tiny` stopped by Ctrl-C after the writer wrote some files (Kolors: its UNet and text encoder, then the
+    fp16-fix VAE's safetensors file is interrupted) leaves no partial tree and no temporary folder; a complete tree
+    already there is kept as it was, byte for byte; a normal call writes the same files, both top-level folders included."""
+    import diffsynth_nb.core as core, diffsynth_nb.kolors as kolors, diffsynth_nb.sdxl as sdxl
+    from diffsynth_nb.kolors import Kolors
+    def tree(root): return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    real, calls = core.save_safetensors, []
+    def second_is_interrupted(tensors, path, *a, **k):
+        calls.append(Path(path))
+        if len(calls) == 2: raise KeyboardInterrupt
+        return real(tensors, path, *a, **k)
+    def interrupt_the_second_file():
+        calls.clear()
+        for m in (kolors, sdxl): monkeypatch.setattr(m, "save_safetensors", second_is_interrupted)
+
+    interrupt_the_second_file()
+    with pytest.raises(KeyboardInterrupt): Kolors.write_tiny(tmp_path / "new")
+    assert [p.parent.name for p in calls] == ["unet", "sdxl-vae-fp16-fix"]   # it stopped with files written
+    assert not (tmp_path / "new").exists()   # the folder it made, the partial tree and the temporary folder: all gone
+
+    monkeypatch.undo()
+    root = tmp_path / "models"
+    unet = Kolors.write_tiny(root)
+    assert unet == root / "kolors" / "Kolors" / "unet" / "diffusion_pytorch_model.safetensors" and unet.is_file()
+    complete = tree(root)
+    assert sorted({k.split("/")[0] for k in complete}) == ["kolors", "sdxl-vae-fp16-fix"] and len(complete) == 12
+    interrupt_the_second_file()
+    with pytest.raises(KeyboardInterrupt): Kolors.write_tiny(root, seed=1)   # other weights, interrupted half-way
+    assert tree(root) == complete and sorted(p.name for p in root.iterdir()) == ["kolors", "sdxl-vae-fp16-fix"]
+    monkeypatch.undo()
+    assert Kolors.write_tiny(root) == unet and tree(root).keys() == complete.keys()   # the same files again, in place

@@ -38,3 +38,26 @@ def test_readme_imports_work_in_a_fresh_process():
         out, err = p.communicate(timeout=300)
         if p.returncode: failed[line] = err.strip().splitlines()[-1:]
     assert not failed, failed
+
+
+def test_download_models_offline_says_one_line(tmp_path):
+    """With the real `hf_hub_download` and no hub (offline mode; an endpoint that refuses connections, its backoff
+    waits skipped to keep the test short) the only output is our one error: no retry warnings, no traceback."""
+    import os
+    code = textwrap.dedent(f"""
+        import sys, time
+        if sys.argv[1] == "unreachable": time.sleep = lambda s: None   # the hub client's backoff between its 5 retries
+        from diffsynth_nb import download_models
+        try: download_models(["StableDiffusion_v15"], {str(tmp_path / "models")!r})
+        except ValueError as e: print(f"{{type(e).__name__}}: {{e}}")
+    """)
+    cases = {"offline": {"HF_HUB_OFFLINE": "1"}, "unreachable": {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}}
+    procs = {case: subprocess.Popen([sys.executable, "-c", code, case], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env={**os.environ, "HF_HOME": str(tmp_path / "hf_home"), **env}) for case, env in cases.items()}
+    for case, p in procs.items():
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0 and err == "", (case, err)
+        lines = out.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("DownloadError: StableDiffusion_v15: could not fetch v1-5-pruned-emaonly"
+                                                       ".safetensors from stable-diffusion-v1-5/stable-diffusion-v1-5 ("), (case, out)
+        assert "put the file at" in lines[0] and not (tmp_path / "models" / "stable_diffusion" / "v1-5-pruned-emaonly.safetensors").exists()
