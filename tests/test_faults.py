@@ -1,7 +1,7 @@
 """Nothing lost, through the `diffsynth-nb train` command: an unusable `--output_path` is refused before any model
 loads, a full disk (a real small tmpfs) ends with one line naming what was kept, and a second run into the folder
 of a running one is refused with the first's PID, while the lock of a run killed with SIGKILL blocks nobody."""
-import json, os, signal, subprocess, sys, time
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -99,3 +99,19 @@ def test_second_run_refused_and_killed_run_blocks_nobody(tiny_root):
     third = train(tiny_root, out, "--steps_per_epoch", "2")
     assert third.returncode == 0, third.stdout + third.stderr   # ... and does not block the next run
     assert (out / "sd15_lora_epoch000.safetensors").is_file()
+
+
+def fill(folder):
+    "Fill the file system holding `folder` to the last byte (dd stops at 'No space left on device')."
+    subprocess.run(["dd", "if=/dev/zero", f"of={folder / 'filler'}", "bs=4k"], capture_output=True)
+    assert shutil.disk_usage(folder).free == 0
+
+
+def test_lock_file_on_a_full_disk(tiny_root, mount_tmpfs):
+    "The first write of a run is its lock file: a full disk there is one line naming the folder, not a traceback."
+    full = mount_tmpfs("full", "64k"); fill(full)
+    for out in (full, full / "run"):
+        line = one_error_line(train(tiny_root, out, "--steps_per_epoch", "1"))
+        assert f"--output_path {out}: the disk is full" in line and ".diffsynth_nb.lock" in line and "0 B is free" in line, line
+    # the refused run into a new folder left nothing behind; the existing folder keeps only the (empty) lock file
+    assert sorted(p.name for p in full.iterdir()) == [".diffsynth_nb.lock", "filler"]
