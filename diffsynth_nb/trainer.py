@@ -21,7 +21,8 @@ from .core import load_families
 load_families()   # registers the families and their presets
 
 # %% auto #0
-__all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'RESUME_MUST_MATCH', 'TrainConfig', 'check_config', 'NonFiniteLossError',
+__all__ = ['TRAINING_STRATEGIES', 'INIT_LORA_WEIGHTS', 'ACCELERATORS', 'INT_RANGES', 'FLOATS_ABOVE', 'PATH_FLAGS',
+           'RESUME_MUST_MATCH', 'TrainConfig', 'check_values', 'parse_devices', 'check_config', 'NonFiniteLossError',
            'interrupted_lora_path', 'LoRATrainer', 'public_config', 'check_settings', 'check_resume_before_loading',
            'gathered_lora', 'ExportLoRA', 'LossHistory', 'TrainingState', 'make_strategy', 'train_lora',
            'TrainingInterrupted']
@@ -73,8 +74,75 @@ TRAINING_STRATEGIES = ("auto", "deepspeed_stage_1", "deepspeed_stage_2", "deepsp
 INIT_LORA_WEIGHTS = {"kaiming": True, "gaussian": "gaussian"}
 
 # %% ../nbs/05_trainer.ipynb #5d163b13
+import numbers, typing
+from .core import check_number, check_int, check_bool, check_choice
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")   # Lightning's names; gpu = cuda (or Apple's mps)
+INT_RANGES = {"steps_per_epoch": (1, None), "batch_size": (1, None), "dataloader_num_workers": (0, None), "lora_rank": (1, None),
+              "accumulate_grad_batches": (1, None), "max_epochs": (1, None), "save_state_every_n_steps": (0, None),
+              "keep_last_states": (1, None), "num_nodes": (1, None), "height": (1, None), "width": (1, None),
+              "seed": (0, 2**32 - 1)}   # the seed: what Lightning's seed_everything (numpy's seed) accepts
+FLOATS_ABOVE = {"learning_rate": 0, "lora_alpha": 0, "snr_gamma": 0}   # float flag → the value it must exceed
+PATH_FLAGS = ("pretrained_path", "pretrained_fp16_vae_path", "pretrained_unet_path", "pretrained_text_encoder_path",
+              "dataset_path", "output_path", "resume_from")
+
+def check_values(cfg:TrainConfig) -> TrainConfig:
+    "Check the type and range of every number, switch and path in `cfg` (ints made `int`, floats `float`); `ValueError` naming the flag."
+    hints = typing.get_type_hints(type(cfg))
+    for f in fields(cfg):
+        v, flag, hint = getattr(cfg, f.name), f"--{f.name}", hints[f.name]
+        if v is None and f.default is None: continue   # not given: the family's default or off
+        if f.name in PATH_FLAGS and (not isinstance(v, (str, Path)) or not str(v)):
+            raise ValueError(f"{flag} {v!r}: must be a path (text or a pathlib.Path)")
+        if f.name == "lora_target_modules" and not (isinstance(v, str) or isinstance(v, (list, tuple)) and all(isinstance(t, str) for t in v)):
+            raise ValueError(f"{flag} {v!r}: must be comma-separated module names (or, from Python, a list of them)")
+        if hint is str and f.name not in (*PATH_FLAGS, "lora_target_modules", "devices", "precision") and not isinstance(v, str):
+            raise ValueError(f"{flag} {v!r}: must be text")
+        if hint is bool: check_bool(v, flag)
+        elif hint is int: setattr(cfg, f.name, check_int(v, flag, *INT_RANGES.get(f.name, (None, None))))
+        elif hint is float:
+            setattr(cfg, f.name, check_number(v, flag, FLOATS_ABOVE.get(f.name), low_open=f.name in FLOATS_ABOVE))
+    return cfg
+
+def _gpus(accelerator:str) -> int:
+    "How many GPUs of this kind the machine has (CUDA, or Apple's MPS as one)."
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return 1 if accelerator == "mps" or (accelerator == "gpu" and mps and not torch.cuda.is_available()) else torch.cuda.device_count()
+
+def parse_devices(devices, # `--devices` as given: "auto", "2", "-1", "0,1", or from Python an int or a list of ints
+                  accelerator:str="auto" # `--accelerator`, already checked
+                 ):
+    "`--devices` as Lightning takes it: `auto`, a positive int, `-1` (all GPUs) or a list of GPU indices; `ValueError` naming it otherwise."
+    use = "auto, a number of devices (1, 2, ...), -1 for every GPU, or GPU indices such as 0,1"
+    v = devices
+    if isinstance(v, str):
+        s = v.strip()
+        if s == "auto": return "auto"
+        try: v = [int(x) for x in s.split(",") if x.strip()] if "," in s else int(s)   # "0," is GPU 0, as in Lightning
+        except ValueError: raise ValueError(f"--devices {devices}: use {use}") from None
+    if isinstance(v, (list, tuple)):
+        if not v or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in v) or len(set(v)) != len(v):
+            raise ValueError(f"--devices {devices}: GPU indices must be distinct whole numbers 0 or more, such as 0,1")
+        v = [int(i) for i in v]
+    elif isinstance(v, numbers.Integral) and not isinstance(v, bool) and (v >= 1 or v == -1): v = int(v)
+    else: raise ValueError(f"--devices {devices}: use {use}")
+    gpu = accelerator in ("gpu", "cuda", "mps") or (accelerator == "auto" and _gpus("gpu") > 0)
+    if not gpu and (v == -1 or isinstance(v, list)):
+        raise ValueError(f"--devices {devices}: -1 and GPU indices are for GPUs; on the CPU give a number of processes (1, 2, ...) or auto")
+    n = _gpus(accelerator) if gpu else None
+    if gpu and v != -1 and not torch.distributed.is_torchelastic_launched():   # torchrun shows each process one GPU
+        if (max(v) + 1 if isinstance(v, list) else v) > n:
+            raise ValueError(f"--devices {devices}: this machine has {n} GPU{'s' if n != 1 else ''}"
+                             + (f" (indices 0 to {n - 1})" if isinstance(v, list) else "") + f"; use --devices {n} or fewer, or -1")
+    return v
+
 def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
-    "Fill family defaults and validate `cfg`; raises `ValueError`/`FileNotFoundError` naming the flag."
+    "Fill family defaults and validate every flag of `cfg` before any model loads; raises `ValueError`/`FileNotFoundError` naming the flag."
+    check_values(cfg)
+    check_choice(cfg.accelerator, "--accelerator", ACCELERATORS)
+    if cfg.accelerator != "cpu" and cfg.accelerator != "auto" and _gpus(cfg.accelerator) == 0:
+        raise ValueError(f"--accelerator {cfg.accelerator}: this machine has no such GPU; use --accelerator cpu (or auto)")
+    cfg.devices = parse_devices(cfg.devices, cfg.accelerator)
     cfg.precision = {"bf16": "bf16-mixed", "16": "16-mixed"}.get(str(cfg.precision), str(cfg.precision))
     weight_dtype(cfg.precision)
     on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available())
@@ -85,8 +153,7 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     family_cls.check_size(cfg.height, cfg.width)
     cfg.lora_target_modules = cfg.lora_target_modules or family_cls.default_lora_targets
     family_cls.check_lora_targets(parse_targets(cfg.lora_target_modules))
-    if cfg.training_strategy not in TRAINING_STRATEGIES:
-        raise ValueError(f"--training_strategy {cfg.training_strategy!r}: use one of {', '.join(TRAINING_STRATEGIES)}")
+    check_choice(cfg.training_strategy, "--training_strategy", TRAINING_STRATEGIES)
     if cfg.training_strategy.startswith("deepspeed") and not torch.cuda.is_available():
         raise ValueError(f"--training_strategy {cfg.training_strategy} needs CUDA GPUs (Lightning's DeepSpeed strategy "
                          "runs only on CUDA); use --training_strategy auto here")
@@ -94,12 +161,7 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
         import importlib.util
         if importlib.util.find_spec("deepspeed") is None:
             raise ValueError(f"--training_strategy {cfg.training_strategy} needs DeepSpeed: pip install 'diffsynth_nb[deepspeed]'")
-    if cfg.init_lora_weights not in INIT_LORA_WEIGHTS:
-        raise ValueError(f"--init_lora_weights {cfg.init_lora_weights!r}: use kaiming or gaussian")
-    for flag in ("steps_per_epoch", "batch_size", "lora_rank", "accumulate_grad_batches", "max_epochs", "keep_last_states"):
-        if int(getattr(cfg, flag)) < 1: raise ValueError(f"--{flag} must be at least 1, got {getattr(cfg, flag)}")
-    if cfg.save_state_every_n_steps < 0: raise ValueError(f"--save_state_every_n_steps must be 0 or more, got {cfg.save_state_every_n_steps}")
-    if cfg.snr_gamma is not None and cfg.snr_gamma <= 0: raise ValueError(f"--snr_gamma must be positive, got {cfg.snr_gamma}")
+    check_choice(cfg.init_lora_weights, "--init_lora_weights", tuple(INIT_LORA_WEIGHTS))
     sched = family_cls.schedule.training(cfg.timestep_sampling, cfg.loss_weighting, cfg.snr_gamma)   # a flag this family's schedule lacks: said now
     cfg.timestep_sampling, cfg.loss_weighting = sched.timestep_sampling, sched.loss_weighting   # the family's defaults filled in: headers and states say what was used
     if cfg.resume_from is not None and not Path(cfg.resume_from).exists():
