@@ -44,12 +44,8 @@ def add_config_flags(parser:argparse.ArgumentParser, cls=TrainConfig,
     return parser
 
 # %% ../nbs/07_cli.ipynb #82739fa0
-def _devices(v):
-    return int(v) if isinstance(v, str) and v.isdigit() else v
-
 def cmd_train(args):
-    cfg = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-    cfg["devices"] = _devices(cfg["devices"])
+    cfg = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}   # --devices as text: check_config parses it, as for Python
     return train_lora(args.family, **cfg)
 
 def image_format(path:str|Path # the `--output` file
@@ -65,42 +61,40 @@ def image_format(path:str|Path # the `--output` file
     return fmt
 
 def cmd_generate(args):
-    from diffsynth_nb.inference import ModelManager, generate
-    from diffsynth_nb.core import atomic_path
-    dtype = {"32": torch.float32, "16": torch.float16, "bf16": torch.bfloat16}[args.torch_dtype]
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available(): raise ValueError(f"--device {device}: no CUDA GPU here; use --device cpu")
-    if device == "cpu" and args.torch_dtype == "16": raise ValueError("--torch_dtype 16 is for GPUs (fp16 is very slow on a CPU); use 32 or bf16")
+    from diffsynth_nb.inference import ModelManager, generate, check_generate
+    from diffsynth_nb.core import atomic_path, get_family, check_family_path, check_output_file, output_errors
+    a = check_generate(get_family(args.family), args.prompt, args.negative_prompt, args.cfg_scale, args.num_inference_steps, args.height,
+                       args.width, args.seed, args.sampler, lora_alpha=args.lora_alpha, torch_dtype=args.torch_dtype,
+                       device=args.device or "auto")   # every flag, before the model is loaded
     if args.lora_path and not Path(args.lora_path).is_file(): raise FileNotFoundError(f"--lora_path {args.lora_path}: no such file")
-    out = Path(args.output); fmt = image_format(out)   # before the model is loaded
-    from diffsynth_nb.core import FAMILIES, check_family_path
+    out = Path(args.output); fmt = image_format(out)
+    check_output_file(out, "--output")   # its folder can be written: known now, not after the image is made
     check_family_path(args.pretrained_path, args.family, "--pretrained_path", "generate")   # header or folder names only: no model load
-    size = FAMILIES[args.family].default_size
-    height, width = args.height or size, args.width or size
-    FAMILIES[args.family].check_size(height, width)
-    if args.sampler: FAMILIES[args.family].schedule.sampling(args.sampler)   # ValueError naming --sampler, before the model loads
-    mm = ModelManager(torch_dtype=dtype, device=device, file_path_list=[args.pretrained_path])
-    if args.lora_path: mm.load_lora(args.lora_path, lora_alpha=args.lora_alpha)
-    image = generate(mm.model(args.family), args.prompt, args.negative_prompt, args.cfg_scale, args.num_inference_steps,
-                     height, width, args.seed, sampler=args.sampler)
-    with atomic_path(out) as tmp: image.save(tmp, format=fmt)
+    mm = ModelManager(torch_dtype=a["torch_dtype"], device=a["device"], file_path_list=[args.pretrained_path])
+    if args.lora_path: mm.load_lora(args.lora_path, lora_alpha=a["lora_alpha"])
+    image = generate(mm.model(args.family), args.prompt, args.negative_prompt, a["cfg_scale"], a["num_inference_steps"],
+                     a["height"], a["width"], a["seed"], sampler=args.sampler)
+    with output_errors("--output", out), atomic_path(out) as tmp: image.save(tmp, format=fmt)   # a full disk: one line naming --output
     print(f"image saved to {out}")
     return out
 
 def cmd_tiny(args):
-    if Path(args.dir).exists() and not Path(args.dir).is_dir():
-        raise ValueError(f"{args.dir} is a file; give the models folder to write into (it is created if missing)")
+    from diffsynth_nb.core import check_output_folder, output_errors
     import inspect
     takes_t5 = lambda c: "t5" in inspect.signature(c.tiny_writer).parameters   # a family whose release has a T5 variant (sd3)
     if args.t5 and not takes_t5(FAMILIES[args.family]):
         raise ValueError(f"--t5 is for {', '.join(sorted(n for n, c in FAMILIES.items() if takes_t5(c)))} only (a release file with a T5 part); "
                          f"{args.family} has no T5 part")
-    path = FAMILIES[args.family].write_tiny(args.dir, **({"t5": True} if args.t5 else {}))   # says on stderr that the weights are random
+    check_output_folder(args.dir, "dir", "the models")   # a file in the way, a read-only folder: one line, before anything is written
+    with output_errors("dir", args.dir):   # says on stderr that the weights are random
+        path = FAMILIES[args.family].write_tiny(args.dir, **({"t5": True} if args.t5 else {}))
     print(path)   # stdout holds only the path: `ckpt=$(diffsynth-nb tiny sd15 models)`
     return path
 
 def cmd_demo(args):
     from diffsynth_nb.demo import run_demo
+    from diffsynth_nb.core import check_output_folder
+    check_output_folder(args.output_path, "--output_path", "the demo's model, data, LoRA and images")   # before the model is written
     return run_demo(args.output_path, args.dataset_path, steps=args.steps)
 
 # %% ../nbs/07_cli.ipynb #a6e050c9

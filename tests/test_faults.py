@@ -115,3 +115,41 @@ def test_lock_file_on_a_full_disk(tiny_root, mount_tmpfs):
         assert f"--output_path {out}: the disk is full" in line and ".diffsynth_nb.lock" in line and "0 B is free" in line, line
     # the refused run into a new folder left nothing behind; the existing folder keeps only the (empty) lock file
     assert sorted(p.name for p in full.iterdir()) == [".diffsynth_nb.lock", "filler"]
+
+
+def cli(cmd, *args, cwd=None):
+    "Run `diffsynth-nb CMD ...` in a subprocess."
+    return subprocess.run([sys.executable, "-c", "from diffsynth_nb.cli import main; main()", cmd, *map(str, args)],
+                          capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def error_line(r, cmd):
+    "The single `diffsynth-nb CMD: error: ...` line a failed command printed (exit status 2, no traceback)."
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith(f"diffsynth-nb {cmd}: error:")]
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def test_generate_output_in_a_read_only_folder_fails_before_loading(tiny_root, mount_tmpfs):
+    "The image's folder is tried first: no model is loaded, no LoRA merged, no image made and then lost."
+    from diffsynth_nb import SD15
+    from diffsynth_nb.lora import add_lora
+    ckpt = tiny_root / "models" / "stable_diffusion" / "v1-5-pruned-emaonly.safetensors"
+    fam = SD15.from_pretrained(ckpt); add_lora(fam.unet, 2, 2.0)
+    lora = fam.save_lora(tiny_root / "lora.safetensors", 2, 2.0)
+    ro = mount_tmpfs("ro", "1m", readonly=True)
+    for out in (ro / "x.png", ro / "sub" / "x.png"):   # a folder that exists, one that cannot be made
+        r = cli("generate", "sd15", "--pretrained_path", ckpt, "--lora_path", lora, "--prompt", "a dog", "--height", 64, "--width", 64,
+                "--num_inference_steps", 2, "--output", out)
+        line = error_line(r, "generate")
+        assert f"--output {out} cannot be written: its folder {out.parent} cannot be written to (Read-only file system)" in line, line
+        assert "merged" not in r.stdout and "image saved" not in r.stdout, r.stdout   # it stopped before loading anything
+
+
+def test_tiny_and_demo_into_a_read_only_folder(mount_tmpfs):
+    ro = mount_tmpfs("ro", "1m", readonly=True)
+    line = error_line(cli("tiny", "sd15", ro / "models"), "tiny")
+    assert f"dir {ro / 'models'} cannot be written to (Read-only file system)" in line, line
+    line = error_line(cli("demo", "--output_path", ro / "demo"), "demo")
+    assert f"--output_path {ro / 'demo'} cannot be written to (Read-only file system)" in line, line
