@@ -176,7 +176,11 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
 
 # %% ../nbs/05_trainer.ipynb #4641c927
 class NonFiniteLossError(RuntimeError):
-    "The loss became NaN or infinite; the message says where and why it usually happens."
+    "The loss became NaN or infinite; the message says where, why it usually happens, and what was kept (`kept`, set once known)."
+    def __init__(self, msg:str, causes:str=""):
+        super().__init__(msg, causes)
+        self.msg, self.causes, self.kept = msg, causes, None
+    def __str__(self): return "; ".join(s for s in (self.msg, self.kept) if s) + (f". {self.causes}" if self.causes else "")
 
 def interrupted_lora_path(cfg:TrainConfig, family_name:str, step:int) -> Path:
     "Where the LoRA weights are saved when a run stops early at optimizer step `step`."
@@ -215,14 +219,12 @@ class LoRATrainer(L.LightningModule):
         if self._trainer is not None and self.trainer.world_size > 1:   # all processes stop together, none waits forever
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite: self.last_finite_loss = float(loss.detach()); return
-        path = interrupted_lora_path(self.cfg, self.family.name, self.global_step)
-        raise NonFiniteLossError(
+        raise NonFiniteLossError(   # what was kept is added by ExportLoRA.on_exception once it has tried to save (`kept`)
             f"the loss is not finite at optimizer step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}; "
-            f"this process's loss: {float(loss.detach())}); "
-            f"the last finite loss was {self.last_finite_loss}. Training stopped before this step changed the weights; "
-            f"the LoRA as it was is saved to {path}, and earlier epoch files are kept. Likely causes: fp16 overflow "
-            f"(try --precision bf16-mixed or 32), a learning rate too high (--learning_rate {self.cfg.learning_rate}), "
-            f"or a broken training image.")
+            f"this process's loss: {float(loss.detach())}); the last finite loss was {self.last_finite_loss}. "
+            f"Training stopped before this step changed the weights",
+            f"Likely causes: fp16 overflow (try --precision bf16-mixed or 32), a learning rate too high "
+            f"(--learning_rate {self.cfg.learning_rate}), or a broken training image.")
 
     def configure_optimizers(self):
         return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.cfg.learning_rate)
@@ -351,24 +353,35 @@ class ExportLoRA(L.Callback):
                 "diffsynth_nb.training": json.dumps(public_config(cfg), ensure_ascii=False)}
 
     def on_exception(self, trainer, pl_module, exception):
-        "A crash or Ctrl-C keeps the training done so far: save the (finite) LoRA weights under a new name."
-        if not trainer.is_global_zero or not pl_module.batches_trained: return   # nothing trained in this run: nothing to keep
+        "A crash or Ctrl-C keeps the training done so far: save the (finite) LoRA weights under a new name; a NaN's message says what was kept."
+        kept = self.save_interrupted(trainer, pl_module, exception)
+        if isinstance(exception, NonFiniteLossError) and trainer.is_global_zero:
+            earlier = sorted(Path(pl_module.cfg.output_path).glob(f"{pl_module.family.name}_lora_epoch*.safetensors"))
+            exception.kept = kept + (f"; the LoRA files of earlier epochs are kept (the newest: {earlier[-1]})" if earlier else "")
+
+    def save_interrupted(self, trainer, pl_module, exception) -> str:
+        "Save the LoRA trained so far (rank 0) and return what was kept, as a phrase for messages."
+        if not trainer.is_global_zero: return ""
+        if not pl_module.batches_trained: return "no LoRA file was written: nothing had been trained in this run yet"
         if getattr(trainer.strategy, "zero_stage_3", False):   # shards; gathering needs every process, which may be gone
-            print("training stopped under ZeRO-3: the LoRA so far is in the DeepSpeed state folders, not exported"); return
+            print("training stopped under ZeRO-3: the LoRA so far is in the DeepSpeed state folders, not exported")
+            return "the LoRA so far is in the DeepSpeed state folders, not exported"
         fam = pl_module.family
         if not all(torch.isfinite(p).all() for n, p in fam.denoiser.named_parameters() if p.requires_grad):
-            print("the LoRA weights are not finite; not saving them (the epoch files written before are kept)"); return
+            print("the LoRA weights are not finite; not saving them (the epoch files written before are kept)")
+            return "no LoRA file was written: the LoRA weights are not finite"
         path = interrupted_lora_path(pl_module.cfg, fam.name, trainer.global_step)
         try: fam.save_lora(path, pl_module.cfg.lora_rank, pl_module.cfg.lora_alpha, self.metadata(trainer, pl_module))
         except OSError as e:   # e.g. the full disk that stopped the run: say so, but never hide the error that stopped it
             if not isinstance(exception, DiskFullError): print(f"training stopped ({type(exception).__name__}); the LoRA so far could not be saved: {e}")
-            return
+            return f"the LoRA so far could not be saved ({e})"
         why = {"KeyboardInterrupt": "Ctrl-C", "SIGTERMException": "SIGTERM"}.get(type(exception).__name__, type(exception).__name__)
         states, n = state_paths(pl_module.cfg.output_path), pl_module.cfg.save_state_every_n_steps
         then = (f"; run the same command with --resume to continue from {states[-1]}" if states else
                 f"; no training state was saved yet (one is saved every --save_state_every_n_steps {n} steps and at each epoch end), "
                 f"so --resume would start over")
         print(f"training stopped ({why}); LoRA weights so far saved to {path}{then}")
+        return f"the LoRA as it was is saved to {path}"
 
 class LossHistory(L.Callback):
     "Keep `(batch, epoch, loss)` of every batch and write them to `output_path/loss.csv` at each epoch end."
