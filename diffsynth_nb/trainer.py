@@ -303,7 +303,8 @@ def check_settings(info:dict, # a state's `diffsynth_nb` entry (family, config, 
         raise ValueError(f"the saved states are of a {info.get('family')} run, this is {family}; resume with the "
                          f"{info.get('family')} family, or start a new run in another --output_path")
     for flag in (family_cls.main_flag, *family_cls.load_flags):   # the base model: the same files (by name), wherever they live now
-        old, new = (Path(v).name if v else None for v in (saved.get(flag), getattr(cfg, flag, None)))
+        file = family_cls.model_file if flag == family_cls.main_flag else Path   # the file the loader reads (Hunyuan-DiT: t2i → its DiT)
+        old, new = (file(v).name if v else None for v in (saved.get(flag), getattr(cfg, flag, None)))
         if old != new:
             raise ValueError(f"--{flag} {getattr(cfg, flag, None)} is not the model of the saved states ({saved.get(flag)}); "
                              f"resume with the same base model, or start a new run in another --output_path")
