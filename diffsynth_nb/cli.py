@@ -86,16 +86,17 @@ def cmd_tiny(args):
         raise ValueError(f"--t5 is for {', '.join(sorted(n for n, c in FAMILIES.items() if takes_t5(c)))} only (a release file with a T5 part); "
                          f"{args.family} has no T5 part")
     check_output_folder(args.dir, "dir", "the models")   # a file in the way, a read-only folder: one line, before anything is written
-    with output_errors("dir", args.dir):   # says on stderr that the weights are random
+    with output_errors("dir", args.dir, within=args.dir):   # says on stderr that the weights are random
         path = FAMILIES[args.family].write_tiny(args.dir, **({"t5": True} if args.t5 else {}))
     print(path)   # stdout holds only the path: `ckpt=$(diffsynth-nb tiny sd15 models)`
     return path
 
 def cmd_demo(args):
     from diffsynth_nb.demo import run_demo
-    from diffsynth_nb.core import check_output_folder
+    from diffsynth_nb.core import check_output_folder, output_errors
     check_output_folder(args.output_path, "--output_path", "the demo's model, data, LoRA and images")   # before the model is written
-    return run_demo(args.output_path, args.dataset_path, steps=args.steps)
+    with output_errors("--output_path", args.output_path, within=args.output_path):   # a later write (a full disk) named too
+        return run_demo(args.output_path, args.dataset_path, steps=args.steps)
 
 # %% ../nbs/07_cli.ipynb #a6e050c9
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):

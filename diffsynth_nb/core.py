@@ -12,10 +12,10 @@ import torch
 __all__ = ['PRECISIONS', 'DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'LIGHTNING_LOGGERS', 'QUIET_WARNINGS',
            'weight_dtype', 'check_number', 'check_int', 'check_bool', 'check_choice', 'DiskFullError', 'human_size',
            'atomic_path', 'save_safetensors', 'read_safetensors_metadata', 'safetensors_header', 'OutputError',
-           'check_output_folder', 'check_output_file', 'output_errors', 'UnsafeCheckpointError', 'safe_torch_load',
-           'sample_data', 'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of',
-           'main_family', 'detect_family', 'check_family_path', 'download_models', 'DownloadError', 'quiet_third_party',
-           'epoch_label', 'progress_bar']
+           'check_output_folder', 'check_output_file', 'is_within', 'output_errors', 'UnsafeCheckpointError',
+           'safe_torch_load', 'sample_data', 'load_families', 'register_family', 'get_family', 'DiffusionFamily',
+           'family_of', 'main_family', 'detect_family', 'check_family_path', 'download_models', 'DownloadError',
+           'quiet_third_party', 'epoch_label', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 PRECISIONS = ("32", "16", "16-mixed", "bf16-mixed")
@@ -193,14 +193,23 @@ def check_output_file(path:str|Path, # the file a command will write (its folder
                           f"choose a folder you can write to, or fix its permissions or mount", path, e.errno) from None
     return path
 
+def is_within(path, folder) -> bool:
+    "Whether the file or folder `path` (None: no) is `folder` or lies under it."
+    if path is None: return False
+    path, folder = Path(os.path.abspath(os.fsdecode(path))), Path(os.path.abspath(folder))
+    return path == folder or folder in path.parents
+
 @contextlib.contextmanager
 def output_errors(flag:str, # the flag whose path the block writes, e.g. `--output`
-                  path:str|Path):
+                  path:str|Path,
+                  within:str|Path|None=None # only errors about files in this folder (the block also reads other files)
+                 ):
     "Within the block an `OSError` becomes one error naming `flag` and `path` (a full disk stays a `DiskFullError`)."
     try: yield
-    except DiskFullError as e: raise DiskFullError(f"{flag} {path}: {e}", e.path, e.needed) from None
-    except OutputError as e: raise OutputError(f"{flag} {path}: {e}", e.path, e.errno) from None
     except OSError as e:
+        if within is not None and not is_within(getattr(e, "path", None) or e.filename, within): raise
+        if isinstance(e, DiskFullError): raise DiskFullError(f"{flag} {path}: {e}", e.path, e.needed) from None
+        if isinstance(e, OutputError): raise OutputError(f"{flag} {path}: {e}", e.path, e.errno) from None
         where = f" ({e.filename})" if e.filename and str(e.filename) != str(path) else ""
         raise OutputError(f"{flag} {path} could not be written{where}: {_strerror(e)}", path, e.errno) from None
 

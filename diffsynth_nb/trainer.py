@@ -75,7 +75,8 @@ INIT_LORA_WEIGHTS = {"kaiming": True, "gaussian": "gaussian"}
 
 # %% ../nbs/05_trainer.ipynb #5d163b13
 import numbers, typing
-from .core import check_number, check_int, check_bool, check_choice
+import os
+from .core import check_number, check_int, check_bool, check_choice, is_within, OutputError
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")   # Lightning's names; gpu = cuda (or Apple's mps)
 INT_RANGES = {"steps_per_epoch": (1, None), "batch_size": (1, None), "dataloader_num_workers": (0, None), "lora_rank": (1, None),
@@ -478,6 +479,11 @@ def _train(family, family_cls, cfg, callbacks):
         except DiskFullError as e:
             raise DiskFullError(f"{e}. Kept: {kept_files(cfg.output_path)}. Free some space (or choose another --output_path for new "
                                 f"runs), then run the same command with --resume", e.path, e.needed) from None
+        except OSError as e:   # another write into the output folder failed (it became read-only, its permissions changed)
+            if not is_within(e.filename, cfg.output_path): raise
+            raise OutputError(f"--output_path {cfg.output_path} can no longer be written to ({os.strerror(e.errno) if e.errno else e}: {e.filename}). "
+                              f"Kept: {kept_files(cfg.output_path)}. Make the folder writable, then run the same command with --resume",
+                              e.filename, e.errno) from None
     if cfg.modelscope_model_id: warnings.warn("--modelscope_model_id: upload to ModelScope is not implemented yet; the LoRA stays local")
     if export.paths: print(f"LoRA saved to {export.paths[-1]}"); return export.paths[-1]
     final = next(iter(sorted(Path(cfg.output_path).glob(f"{family}_lora_epoch*.safetensors"))[-1:]), None)
