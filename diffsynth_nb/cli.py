@@ -50,7 +50,8 @@ def add_config_flags(parser:argparse.ArgumentParser,
 # %% ../nbs/07_cli.ipynb #82739fa0
 def cmd_train(args):
     from diffsynth_nb.trainer import train_lora
-    return train_lora(args.family, **{f.name: getattr(args, f.name, None) for f in fields(TrainConfig)})
+    cfg = {f.name: getattr(args, f.name, None) for f in fields(TrainConfig)}   # --devices as text: check_config parses it, as for Python
+    return train_lora(args.family, **cfg)   # another family's model-path flags are not in this parser: None
 
 def image_format(path:str|Path # the `--output` file
                 ) -> str:
@@ -65,43 +66,42 @@ def image_format(path:str|Path # the `--output` file
     return fmt
 
 def cmd_generate(args):
-    import torch
-    from diffsynth_nb.core import get_family, atomic_path
-    from diffsynth_nb.inference import ModelManager, generate
-    dtype = {"32": torch.float32, "16": torch.float16, "bf16": torch.bfloat16}[args.torch_dtype]
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available(): raise ValueError(f"--device {device}: no CUDA GPU here; use --device cpu")
-    if device == "cpu" and args.torch_dtype == "16": raise ValueError("--torch_dtype 16 is for GPUs (fp16 is very slow on a CPU); use 32 or bf16")
-    if args.lora_path and not Path(args.lora_path).is_file(): raise FileNotFoundError(f"--lora_path {args.lora_path}: no such file")
-    out = Path(args.output); fmt = image_format(out)   # before the model is loaded
+    from diffsynth_nb.inference import ModelManager, generate, check_generate
+    from diffsynth_nb.core import atomic_path, get_family, check_output_file, output_errors
     family = get_family(args.family)
-    height, width = args.height or family.default_size, args.width or family.default_size
-    family.check_size(height, width)
-    if args.sampler: family.schedule.sampling(args.sampler)   # ValueError naming --sampler, before the model loads
-    main_path, kwargs = family.model_paths(args, "generate")   # the same model-path flags as train: header or folder names only
-    mm = ModelManager(torch_dtype=dtype, device=device)
-    mm.models.append(family.from_pretrained(main_path, torch_dtype=dtype, device=device, **kwargs))
-    if args.lora_path: mm.load_lora(args.lora_path, lora_alpha=args.lora_alpha)
-    image = generate(mm.model(args.family), args.prompt, args.negative_prompt, args.cfg_scale, args.num_inference_steps,
-                     height, width, args.seed, sampler=args.sampler)
-    with atomic_path(out) as tmp: image.save(tmp, format=fmt)
+    a = check_generate(family, args.prompt, args.negative_prompt, args.cfg_scale, args.num_inference_steps, args.height,
+                       args.width, args.seed, args.sampler, lora_alpha=args.lora_alpha, torch_dtype=args.torch_dtype,
+                       device=args.device or "auto")   # every flag, before the model is loaded
+    if args.lora_path and not Path(args.lora_path).is_file(): raise FileNotFoundError(f"--lora_path {args.lora_path}: no such file")
+    out = Path(args.output); fmt = image_format(out)
+    check_output_file(out, "--output")   # its folder can be written: known now, not after the image is made
+    main_path, kwargs = family.model_paths(args, "generate")   # train's model-path flags, checked from headers and folder names
+    mm = ModelManager(torch_dtype=a["torch_dtype"], device=a["device"])
+    mm.models.append(family.from_pretrained(main_path, torch_dtype=a["torch_dtype"], device=a["device"], **kwargs))
+    if args.lora_path: mm.load_lora(args.lora_path, lora_alpha=a["lora_alpha"])
+    image = generate(mm.model(args.family), args.prompt, args.negative_prompt, a["cfg_scale"], a["num_inference_steps"],
+                     a["height"], a["width"], a["seed"], sampler=args.sampler)
+    with output_errors("--output", out), atomic_path(out) as tmp: image.save(tmp, format=fmt)   # a full disk: one line naming --output
     print(f"image saved to {out}")
     return out
 
 def cmd_tiny(args):
-    if Path(args.dir).exists() and not Path(args.dir).is_dir():
-        raise ValueError(f"{args.dir} is a file; give the models folder to write into (it is created if missing)")
     if args.t5 and "t5" not in FAMILY_CARDS[args.family].tiny_options:   # a family whose release has a T5 variant (sd3)
         raise ValueError(f"--t5 is for {', '.join(n for n, c in FAMILY_CARDS.items() if 't5' in c.tiny_options)} only "
                          f"(a release file with a T5 part); {args.family} has no T5 part")
-    from diffsynth_nb.core import get_family
-    path = get_family(args.family).write_tiny(args.dir, **({"t5": True} if args.t5 else {}))   # says on stderr: weights are random
+    from diffsynth_nb.core import get_family, check_output_folder, output_errors
+    check_output_folder(args.dir, "dir", "the models")   # a file in the way, a read-only folder: one line, before anything is written
+    with output_errors("dir", args.dir, within=args.dir):   # says on stderr that the weights are random
+        path = get_family(args.family).write_tiny(args.dir, **({"t5": True} if args.t5 else {}))
     print(path)   # stdout holds only the path: `ckpt=$(diffsynth-nb tiny sd15 models)`
     return path
 
 def cmd_demo(args):
     from diffsynth_nb.demo import run_demo
-    return run_demo(args.output_path, args.dataset_path, steps=args.steps)
+    from diffsynth_nb.core import check_output_folder, output_errors
+    check_output_folder(args.output_path, "--output_path", "the demo's model, data, LoRA and images")   # before the model is written
+    with output_errors("--output_path", args.output_path, within=args.output_path):   # a later write (a full disk) named too
+        return run_demo(args.output_path, args.dataset_path, steps=args.steps)
 
 # %% ../nbs/07_cli.ipynb #a6e050c9
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):

@@ -117,8 +117,11 @@ def nearest(name:str, # what was typed, without leading dashes
 
 # %% ../nbs/00_config.ipynb #bda4f7aa
 class NonFiniteLossError(RuntimeError):
-    "The loss became NaN or infinite; the message says where, what was kept, and why it usually happens."
+    "The loss became NaN or infinite; the message says where, why it usually happens, and what was kept (`kept`, set once known)."
+    def __init__(self, msg:str, causes:str=""):
+        super().__init__(msg, causes)
+        self.msg, self.causes, self.kept = msg, causes, None
+    def __str__(self): return "; ".join(s for s in (self.msg, self.kept) if s) + (f". {self.causes}" if self.causes else "")
 
 class TrainingInterrupted(RuntimeError):
     "Training was stopped from outside (SIGTERM); the message says how to continue."
-

@@ -4,18 +4,19 @@
 
 # %% ../nbs/00_core.ipynb #59d919ea
 from __future__ import annotations
-import os, errno, shutil, tempfile, contextlib, json
+import os, errno, math, numbers, shutil, tempfile, contextlib, json
 from pathlib import Path
 import torch
 from .config import PRECISIONS, FAMILY_CARDS, CARD_FIELDS, FamilyCard
 
 # %% auto #0
 __all__ = ['DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'HUB_LOGGER', 'LIGHTNING_LOGGERS', 'QUIET_WARNINGS',
-           'weight_dtype', 'DiskFullError', 'human_size', 'atomic_path', 'save_safetensors',
-           'read_safetensors_metadata', 'safetensors_header', 'UnsafeCheckpointError', 'safe_torch_load', 'read_json',
-           'sample_data', 'load_families', 'register_family', 'get_family', 'DiffusionFamily', 'family_of',
-           'main_family', 'detect_family', 'check_family_path', 'write_whole', 'download_models', 'DownloadError',
-           'quiet_hub', 'quiet_third_party', 'epoch_label', 'progress_bar']
+           'weight_dtype', 'check_number', 'check_int', 'check_bool', 'check_choice', 'DiskFullError', 'human_size',
+           'atomic_path', 'save_safetensors', 'read_safetensors_metadata', 'safetensors_header', 'OutputError',
+           'check_output_folder', 'check_output_file', 'is_within', 'output_errors', 'UnsafeCheckpointError',
+           'safe_torch_load', 'read_json', 'sample_data', 'load_families', 'register_family', 'get_family',
+           'DiffusionFamily', 'family_of', 'main_family', 'detect_family', 'check_family_path', 'write_whole',
+           'download_models', 'DownloadError', 'quiet_hub', 'quiet_third_party', 'epoch_label', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 def weight_dtype(precision:str # one of `PRECISIONS`, as given to `--precision`
@@ -25,6 +26,42 @@ def weight_dtype(precision:str # one of `PRECISIONS`, as given to `--precision`
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
     return {"32": torch.float32, "16": torch.float16, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}[precision]
+
+# %% ../nbs/00_core.ipynb #eecc2dc6
+def _range_text(low, high, low_open:bool) -> str:
+    "`from 0 to 9`, `at least 1`, `greater than 0`, `at most 9`, or `` (no bound)."
+    if low is not None and high is not None: return f" from {low} to {high}"
+    if low is not None: return f" greater than {low}" if low_open else f" at least {low}"
+    return f" at most {high}" if high is not None else ""
+
+def check_number(value, # the value given
+                 flag:str, # its name in messages, e.g. `--learning_rate`
+                 low:float|None=None, high:float|None=None, # inclusive bounds (None: unbounded)
+                 low_open:bool=False # `low` itself is not allowed (e.g. a learning rate > 0)
+                ) -> float:
+    "`value` as a float if it is a finite real number within the bounds; `ValueError` naming `flag` otherwise (NaN, inf, text, bool)."
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
+    if not ok: raise ValueError(f"{flag} {value!r}: must be a finite number{_range_text(low, high, low_open)}")
+    return float(value)
+
+def check_int(value, flag:str, low:int|None=None, high:int|None=None) -> int:
+    "`value` as an int if it is an integer (not a float such as 2.0, not a bool) within `[low, high]`; `ValueError` naming `flag` otherwise."
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    ok = ok and (low is None or value >= low) and (high is None or value <= high)
+    if not ok: raise ValueError(f"{flag} {value!r}: must be a whole number{_range_text(low, high, False)}")
+    return int(value)
+
+def check_bool(value, flag:str) -> bool:
+    "`value` if it is `True` or `False` (a string such as `'False'` would be true); `ValueError` naming `flag` otherwise."
+    if not isinstance(value, bool): raise ValueError(f"{flag} {value!r}: must be True or False")
+    return value
+
+def check_choice(value, flag:str, choices:tuple):
+    "`value` if it is one of `choices`; `ValueError` naming `flag` and listing them otherwise."
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{flag} {value!r}: use one of {', '.join(map(str, choices))}")
+    return value
 
 # %% ../nbs/00_core.ipynb #b8118ff0
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)   # no space left; disk quota exceeded
@@ -108,6 +145,72 @@ def safetensors_header(path) -> tuple[set[str], dict[str, str]]:
         with safe_open(str(path), framework="pt") as f: return set(f.keys()), dict(f.metadata() or {})
     except Exception as e:
         raise ValueError(f"{path} is not a valid .safetensors file ({e}); is it complete, and the file you meant?") from None
+
+# %% ../nbs/00_core.ipynb #71e9f002
+class OutputError(OSError, ValueError):
+    "An output file or folder cannot be written (read-only mount, permissions); the message names the flag and the path."
+    def __init__(self, msg:str, path=None, code:int|None=None):
+        super().__init__(code or errno.EIO, msg)
+        self.msg, self.path = msg, path
+    def __str__(self): return self.msg
+
+def _strerror(e:OSError) -> str: return os.strerror(e.errno) if e.errno else str(e)
+
+def check_output_folder(path:str|Path, # the folder to write into (created if missing)
+                        flag:str, # its name in messages: `--output_path`, `dir`
+                        what:str="the output files" # what goes there, for the message
+                       ) -> Path:
+    "Create the folder `path` if needed and check that a file can be created in it; `ValueError` naming `flag` otherwise."
+    path = Path(path)
+    try:   # every step can meet a folder we may not enter (PermissionError is an OSError)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{flag} {path} is a file, not a folder; choose a folder for {what} (it is created if missing)")
+        above = next((p for p in path.parents if p.exists()), None)
+        if not path.exists() and above is not None and not above.is_dir():
+            raise ValueError(f"{flag} {path}: {above} is a file, so no folder can be made under it; choose another {flag}")
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write_test.", suffix=".tmp")
+        os.close(fd); os.remove(probe)
+    except OSError as e:
+        raise OutputError(f"{flag} {path} cannot be written to ({_strerror(e)}); "
+                          f"choose a folder you can write to, or fix its permissions or mount", path, e.errno) from None
+    return path
+
+def check_output_file(path:str|Path, # the file a command will write (its folder is created if missing)
+                      flag:str="--output" # its name in messages
+                     ) -> Path:
+    "Check before any work that the file `path` can be written: not a folder, its folder made, a temporary file created there."
+    path = Path(path)
+    with contextlib.suppress(OSError):   # a folder above that we may not look into: the probe below says so
+        if path.is_dir(): raise ValueError(f"{flag} {path} is a folder; give the file to write, such as {path/'image.png'}")
+        above = next((p for p in path.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise ValueError(f"{flag} {path}: {above} is a file, so no folder can be made under it; choose another {flag}")
+    try: check_output_folder(path.parent, flag)
+    except OutputError as e:
+        raise OutputError(f"{flag} {path} cannot be written: its folder {path.parent} cannot be written to ({_strerror(e)}); "
+                          f"choose a folder you can write to, or fix its permissions or mount", path, e.errno) from None
+    return path
+
+def is_within(path, folder) -> bool:
+    "Whether the file or folder `path` (None: no) is `folder` or lies under it."
+    if path is None: return False
+    path, folder = Path(os.path.abspath(os.fsdecode(path))), Path(os.path.abspath(folder))
+    return path == folder or folder in path.parents
+
+@contextlib.contextmanager
+def output_errors(flag:str, # the flag whose path the block writes, e.g. `--output`
+                  path:str|Path,
+                  within:str|Path|None=None # only errors about files in this folder (the block also reads other files)
+                 ):
+    "Within the block an `OSError` becomes one error naming `flag` and `path` (a full disk stays a `DiskFullError`)."
+    try: yield
+    except OSError as e:
+        if within is not None and not is_within(getattr(e, "path", None) or e.filename, within): raise
+        if isinstance(e, DiskFullError): raise DiskFullError(f"{flag} {path}: {e}", e.path, e.needed) from None
+        if isinstance(e, OutputError): raise OutputError(f"{flag} {path}: {e}", e.path, e.errno) from None
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(path) else ""
+        raise OutputError(f"{flag} {path} could not be written{where}: {_strerror(e)}", path, e.errno) from None
 
 # %% ../nbs/00_core.ipynb #c130ba92
 class UnsafeCheckpointError(ValueError):
@@ -208,6 +311,10 @@ class DiffusionFamily(torch.nn.Module):
     def matches(cls, keys:set[str]) -> bool:
         "Whether a checkpoint with these tensor names is a release file of this family."
         return False
+    @classmethod
+    def model_file(cls, path) -> Path:
+        "The file the loader reads for the main model path `path` (Hunyuan-DiT: a release folder's DiT file); default: `path` itself. Resume compares base models by it."
+        return Path(path)
     @classmethod
     def claims(cls, path:Path) -> bool:
         "Whether `path`, a folder or a file that is not `.safetensors` (Hunyuan-DiT: the release folder `t2i`, its `.pt` DiT), is this family's main model path."

@@ -384,6 +384,11 @@ class HunyuanDiT(DiffusionFamily):
         return (path.is_dir() and (path/RELEASE_FILES["transformer"]).is_file()) or (
             path.is_file() and path.name in ("pytorch_model_ema.pt", "pytorch_model_module.pt"))
     @classmethod
+    def model_file(cls, path) -> Path:
+        "The DiT file `load_hunyuan_dit` reads: the release folder's `model/pytorch_model_ema.pt`, or the file given (a path that no longer exists: by its suffix)."
+        path = Path(path)
+        return path if path.is_file() or (not path.exists() and path.suffix) else release_folder(path)/RELEASE_FILES["transformer"]
+    @classmethod
     def check_lora_targets(cls, targets:list[str]):
         "`ValueError` naming `--lora_target_modules` for Tencent's module names (with diffusers' names to use) and for the attention pool's projections (`F.multi_head_attention_forward` reads their weights directly: a LoRA there never trains)."
         tencent = {"Wqkv": "to_q,to_k,to_v", "kv_proj": "to_k,to_v", "out_proj": "to_out.0", "fc1": "ff.net.0.proj", "fc2": "ff.net.2"}

@@ -9,11 +9,58 @@ from pathlib import Path
 import torch
 from PIL import Image
 from .core import get_family, detect_family, read_safetensors_metadata, family_of, safetensors_header, main_family
+from .core import check_number, check_int, check_choice
 from .data import to_pil
 from .lora import merge_lora, component_name
 
 # %% auto #0
-__all__ = ['generate', 'ModelManager', 'SDImagePipeline']
+__all__ = ['TORCH_DTYPES', 'check_generate', 'generate', 'ModelManager', 'SDImagePipeline']
+
+# %% ../nbs/06_inference.ipynb #ca22df3a
+TORCH_DTYPES = {"32": torch.float32, "16": torch.float16, "bf16": torch.bfloat16}   # the CLI's --torch_dtype
+
+def check_generate(family, # a `DiffusionFamily` class, or a loaded one
+                   prompt:str="", negative_prompt:str|None="",
+                   cfg_scale:float|None=None, num_inference_steps:int|None=None, # None: the family's (`cfg_scale`, `num_inference_steps`)
+                   height:int|None=None, width:int|None=None, # None: the family's `default_size`
+                   seed:int|None=0, sampler:str|None=None, output_type:str="pil",
+                   lora_alpha:float=1.0, # the LoRA strength (`--lora_alpha`)
+                   torch_dtype=None, # a `torch.dtype` or the CLI's "32", "16", "bf16"; None: not checked (a loaded model)
+                   device:str|None=None # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...; None: not checked
+                  ) -> dict:
+    "Check every argument of `generate` (and the CLI's `--lora_alpha`, `--torch_dtype`, `--device`) before any model loads; `ValueError` naming the flag. Returns them with defaults filled in."
+    for flag, text in (("--prompt", prompt), ("--negative_prompt", negative_prompt)):
+        if not isinstance(text, str) and not (text is None and flag == "--negative_prompt"): raise ValueError(f"{flag} {text!r}: must be text")
+    steps = family.schedule.num_train_timesteps   # the schedule cannot take more steps than it has timesteps
+    cfg_scale = family.cfg_scale if cfg_scale is None else cfg_scale
+    num_inference_steps = family.num_inference_steps if num_inference_steps is None else num_inference_steps
+    a = dict(prompt=prompt, negative_prompt=negative_prompt, cfg_scale=check_number(cfg_scale, "--cfg_scale"),
+             num_inference_steps=check_int(num_inference_steps, "--num_inference_steps", 1, steps),
+             height=check_int(family.default_size if height is None else height, "--height", 1),
+             width=check_int(family.default_size if width is None else width, "--width", 1),
+             seed=None if seed is None else check_int(seed, "--seed", -2**63, 2**64 - 1),   # what torch.Generator.manual_seed takes
+             sampler=sampler, output_type=check_choice(output_type, "output_type", ("pil", "pt")),
+             lora_alpha=check_number(lora_alpha, "--lora_alpha"), torch_dtype=torch_dtype, device=device)
+    family.check_size(a["height"], a["width"])
+    if sampler is not None: family.schedule.sampling(sampler)   # ValueError naming --sampler
+    if torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
+        a["torch_dtype"] = TORCH_DTYPES[check_choice(str(torch_dtype), "--torch_dtype", tuple(TORCH_DTYPES))]
+    if device is not None: a["device"] = _check_device(device, a["torch_dtype"])
+    return a
+
+def _check_device(device:str, torch_dtype) -> str:
+    "`--device` resolved (`auto`: cuda when available) and checked against this machine and `--torch_dtype`."
+    if device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError): raise ValueError(f"--device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available(): raise ValueError(f"--device {device}: no CUDA GPU here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available(): raise ValueError(f"--device {device}: no Apple GPU here; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"): raise ValueError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    if dev.type == "cpu" and torch_dtype == torch.float16:
+        raise ValueError("--torch_dtype 16 is for GPUs (fp16 is very slow on a CPU); use 32 or bf16")
+    return device
 
 # %% ../nbs/06_inference.ipynb #3ebcb82c
 @torch.no_grad()
@@ -28,11 +75,9 @@ def generate(family, # a loaded `DiffusionFamily` (e.g. `SD15`)
              output_type:str="pil", # "pil" for an image, "pt" for a `[3,H,W]` tensor in [0, 1]
              progress_bar_cmd=lambda x: x): # e.g. `tqdm.tqdm`
     "Text-to-image with the family's schedule (DDIM η=0 or ancestral DDPM, or flow-matching Euler for SD3) and CFG; returns a PIL image or a `[3,H,W]` tensor."
-    cfg_scale = family.cfg_scale if cfg_scale is None else cfg_scale
-    num_inference_steps = family.num_inference_steps if num_inference_steps is None else num_inference_steps
-    height, width = height or family.default_size, width or family.default_size
-    family.check_size(height, width)
-    schedule = family.schedule if sampler is None else family.schedule.sampling(sampler)   # ValueError for an unknown one
+    a = check_generate(family, prompt, negative_prompt, cfg_scale, num_inference_steps, height, width, seed, sampler, output_type)
+    cfg_scale, num_inference_steps, height, width, seed = (a[k] for k in ("cfg_scale", "num_inference_steps", "height", "width", "seed"))
+    schedule = family.schedule if sampler is None else family.schedule.sampling(sampler)
     dev, dtype = family.device, family.dtype
     g = torch.Generator("cpu").manual_seed(seed if seed is not None else torch.seed())   # as diffusers' pipelines with a CPU generator
     if latents is None:

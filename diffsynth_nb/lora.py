@@ -15,8 +15,8 @@ from .core import save_safetensors, read_safetensors_metadata
 from .ldm import unet_to_ldm
 
 # %% auto #0
-__all__ = ['DIFFUSERS_COMPONENTS', 'parse_targets', 'add_lora', 'lora_state_dict', 'to_kohya', 'save_lora', 'LoRAFile',
-           'read_lora', 'MergePlan', 'plan_merge', 'guess_family', 'merge_lora', 'component_name']
+__all__ = ['DIFFUSERS_COMPONENTS', 'parse_targets', 'add_lora', 'check_rank', 'lora_state_dict', 'to_kohya', 'save_lora',
+           'LoRAFile', 'read_lora', 'MergePlan', 'plan_merge', 'guess_family', 'merge_lora', 'component_name']
 
 # %% ../nbs/02_lora.ipynb #7791bff9
 def parse_targets(target_modules:str|list[str] # comma-separated names, as `--lora_target_modules`
@@ -39,6 +39,7 @@ def add_lora(model:torch.nn.Module, # a model; diffusers models use their `add_a
         short = sorted({".".join(n.split(".")[-2:]) if n.split(".")[-1].isdigit() else n.split(".")[-1] for n in names})
         raise ValueError(f"--lora_target_modules: no Linear layer of {type(model).__name__} is called {', '.join(unmatched or targets)}; "
                          f"names that exist: {', '.join(short)}")
+    check_rank(model, rank, targets)
     model.requires_grad_(False)
     config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=targets)
     if hasattr(model, "add_adapter"): model.add_adapter(config)
@@ -46,6 +47,18 @@ def add_lora(model:torch.nn.Module, # a model; diffusers models use their `add_a
     for p in model.parameters():
         if p.requires_grad: p.data = p.data.float()
     return model
+
+def check_rank(model:torch.nn.Module, rank:int, targets:list[str]):
+    "`ValueError` naming `--lora_rank` when `rank` exceeds min(inputs, outputs) of a targeted layer: a larger rank adds weights, not capacity."
+    layers = [(n, m.weight.shape) for n, m in model.named_modules() if any(n == t or n.endswith("." + t) for t in targets)
+              and isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim >= 2]
+    if not layers: return
+    cap = lambda shape: min(shape[0], math.prod(shape[1:]))   # outputs; inputs (× kernel size for a convolution)
+    name, shape = min(layers, key=lambda l: cap(l[1]))
+    if rank > cap(shape):
+        raise ValueError(f"--lora_rank {rank} is more than layer {name} can hold ({math.prod(shape[1:])} inputs, {shape[0]} outputs: "
+                         f"its update has rank at most {cap(shape)}); the largest rank allowed for these --lora_target_modules "
+                         f"is {cap(shape)}")
 
 # %% ../nbs/02_lora.ipynb #c4aa2dce
 def lora_state_dict(model:torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -4,11 +4,11 @@
 
 # %% ../nbs/05a_runs.ipynb #d73dac68
 from __future__ import annotations
-import contextlib, datetime, io, json, os, socket, sys, tempfile, time, warnings, zipfile
+import contextlib, datetime, io, json, os, shutil, socket, sys, tempfile, time, warnings, zipfile
 from pathlib import Path
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from .core import atomic_path, safe_torch_load
+from .core import atomic_path, safe_torch_load, check_output_folder, DiskFullError, DISK_FULL_ERRNOS, OutputError, human_size
 
 # %% auto #0
 __all__ = ['LOCK_NAME', 'SECRET_FLAGS', 'FIT_LOOP_KEYS', 'check_output_path', 'OutputPathBusy', 'launched_rank', 'output_lock',
@@ -19,20 +19,7 @@ __all__ = ['LOCK_NAME', 'SECRET_FLAGS', 'FIT_LOOP_KEYS', 'check_output_path', 'O
 def check_output_path(output_path:str|Path # the --output_path folder (created if missing)
                      ) -> Path:
     "Create `output_path` if needed and check that a file can be written in it; `ValueError` naming `--output_path` otherwise."
-    path = Path(output_path)
-    try:   # every step can meet a folder we may not enter (PermissionError is an OSError)
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"--output_path {path} is a file, not a folder; choose a folder for the LoRA files (it is created if missing)")
-        above = next((p for p in path.parents if p.exists()), None)
-        if not path.exists() and above is not None and not above.is_dir():
-            raise ValueError(f"--output_path {path}: {above} is a file, so no folder can be made under it; choose another --output_path")
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write_test.", suffix=".tmp")
-        os.close(fd); os.remove(probe)
-    except OSError as e:
-        raise ValueError(f"--output_path {path} cannot be written to ({os.strerror(e.errno) if e.errno else e}); "
-                         f"choose a folder you can write to, or fix its permissions or mount") from None
-    return path
+    return check_output_folder(output_path, "--output_path", "the LoRA files")
 
 # %% ../nbs/05a_runs.ipynb #af6c336f
 LOCK_NAME = ".diffsynth_nb.lock"
@@ -62,7 +49,7 @@ def output_lock(output_path:str|Path # the --output_path folder
     holder = {"pid": os.getpid(), "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "host": socket.gethostname(), "command": " ".join(_redacted(sys.argv))}
     def stamp(fd): os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(holder).encode(), 0)
-    lock = FileLock(path, timeout=0, on_acquired=stamp)
+    lock = FileLock(path, timeout=0, on_acquired=stamp)   # filelock releases the lock if `stamp` fails
     try: lock.acquire()
     except Timeout:
         other = {}
@@ -72,6 +59,13 @@ def output_lock(output_path:str|Path # the --output_path folder
         raise OutputPathBusy(f"--output_path {output_path} is in use by another training run (PID {other.get('pid', '?')}, "
                              f"started {other.get('started', '?')} on {other.get('host', '?')}: {other.get('command', '?')}); "
                              f"wait for it to finish or stop it, or choose another --output_path") from None
+    except OSError as e:   # the run's first write: a full disk (or a folder that became read-only) shows here
+        if e.errno in DISK_FULL_ERRNOS:
+            raise DiskFullError(f"--output_path {output_path}: the disk is full: writing the lock file {path} needs about "
+                                f"{human_size(len(json.dumps(holder)))} and {human_size(shutil.disk_usage(output_path).free)} is free "
+                                f"there; free some space or choose another --output_path", path) from None
+        raise OutputError(f"--output_path {output_path}: the lock file {path} cannot be written ({os.strerror(e.errno) if e.errno else e}); "
+                          f"choose a folder you can write to, or fix its permissions or mount", path, e.errno) from None
     try: yield
     finally: lock.release()
 

@@ -22,17 +22,86 @@ from .core import load_families
 load_families()   # registers the families and their presets
 
 # %% auto #0
-__all__ = ['INIT_LORA_WEIGHTS', 'RESUME_MUST_MATCH', 'check_config', 'interrupted_lora_path', 'LoRATrainer', 'public_config',
-           'check_settings', 'check_resume_before_loading', 'gathered_lora', 'ExportLoRA', 'LossHistory',
-           'TrainingState', 'make_strategy', 'train_lora']
+__all__ = ['INIT_LORA_WEIGHTS', 'ACCELERATORS', 'INT_RANGES', 'FLOATS_ABOVE', 'PATH_FLAGS', 'RESUME_MUST_MATCH', 'check_values',
+           'parse_devices', 'check_config', 'interrupted_lora_path', 'LoRATrainer', 'public_config', 'check_settings',
+           'check_resume_before_loading', 'gathered_lora', 'ExportLoRA', 'LossHistory', 'TrainingState',
+           'make_strategy', 'train_lora']
 
 # %% ../nbs/05_trainer.ipynb #b771359c
 INIT_LORA_WEIGHTS = {"kaiming": True, "gaussian": "gaussian"}   # --init_lora_weights → peft's `init_lora_weights`
 
 # %% ../nbs/05_trainer.ipynb #5d163b13
+import numbers, typing
+import os
+from .core import check_number, check_int, check_bool, check_choice, is_within, OutputError
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")   # Lightning's names; gpu = cuda (or Apple's mps)
+INT_RANGES = {"steps_per_epoch": (1, None), "batch_size": (1, None), "dataloader_num_workers": (0, None), "lora_rank": (1, None),
+              "accumulate_grad_batches": (1, None), "max_epochs": (1, None), "save_state_every_n_steps": (0, None),
+              "keep_last_states": (1, None), "num_nodes": (1, None), "height": (1, None), "width": (1, None),
+              "seed": (0, 2**32 - 1)}   # the seed: what Lightning's seed_everything (numpy's seed) accepts
+FLOATS_ABOVE = {"learning_rate": 0, "lora_alpha": 0, "snr_gamma": 0}   # float flag → the value it must exceed
+PATH_FLAGS = ("pretrained_path", "pretrained_fp16_vae_path", "pretrained_unet_path", "pretrained_text_encoder_path",
+              "dataset_path", "output_path", "resume_from")
+
+def check_values(cfg:TrainConfig) -> TrainConfig:
+    "Check the type and range of every number, switch and path in `cfg` (ints made `int`, floats `float`); `ValueError` naming the flag."
+    hints = typing.get_type_hints(type(cfg))
+    for f in fields(cfg):
+        v, flag, hint = getattr(cfg, f.name), f"--{f.name}", hints[f.name]
+        if v is None and f.default is None: continue   # not given: the family's default or off
+        if f.name in PATH_FLAGS and (not isinstance(v, (str, Path)) or not str(v)):
+            raise ValueError(f"{flag} {v!r}: must be a path (text or a pathlib.Path)")
+        if f.name == "lora_target_modules" and not (isinstance(v, str) or isinstance(v, (list, tuple)) and all(isinstance(t, str) for t in v)):
+            raise ValueError(f"{flag} {v!r}: must be comma-separated module names (or, from Python, a list of them)")
+        if hint is str and f.name not in (*PATH_FLAGS, "lora_target_modules", "devices", "precision") and not isinstance(v, str):
+            raise ValueError(f"{flag} {v!r}: must be text")
+        if hint is bool: check_bool(v, flag)
+        elif hint is int: setattr(cfg, f.name, check_int(v, flag, *INT_RANGES.get(f.name, (None, None))))
+        elif hint is float:
+            setattr(cfg, f.name, check_number(v, flag, FLOATS_ABOVE.get(f.name), low_open=f.name in FLOATS_ABOVE))
+    return cfg
+
+def _gpus(accelerator:str) -> int:
+    "How many GPUs of this kind the machine has (CUDA, or Apple's MPS as one)."
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return 1 if accelerator == "mps" or (accelerator == "gpu" and mps and not torch.cuda.is_available()) else torch.cuda.device_count()
+
+def parse_devices(devices, # `--devices` as given: "auto", "2", "-1", "0,1", or from Python an int or a list of ints
+                  accelerator:str="auto" # `--accelerator`, already checked
+                 ):
+    "`--devices` as Lightning takes it: `auto`, a positive int, `-1` (all GPUs) or a list of GPU indices; `ValueError` naming it otherwise."
+    use = "auto, a number of devices (1, 2, ...), -1 for every GPU, or GPU indices such as 0,1"
+    v = devices
+    if isinstance(v, str):
+        s = v.strip()
+        if s == "auto": return "auto"
+        try: v = [int(x) for x in s.split(",") if x.strip()] if "," in s else int(s)   # "0," is GPU 0, as in Lightning
+        except ValueError: raise ValueError(f"--devices {devices}: use {use}") from None
+    if isinstance(v, (list, tuple)):
+        if not v or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in v) or len(set(v)) != len(v):
+            raise ValueError(f"--devices {devices}: GPU indices must be distinct whole numbers 0 or more, such as 0,1")
+        v = [int(i) for i in v]
+    elif isinstance(v, numbers.Integral) and not isinstance(v, bool) and (v >= 1 or v == -1): v = int(v)
+    else: raise ValueError(f"--devices {devices}: use {use}")
+    gpu = accelerator in ("gpu", "cuda", "mps") or (accelerator == "auto" and _gpus("gpu") > 0)
+    if not gpu and (v == -1 or isinstance(v, list)):
+        raise ValueError(f"--devices {devices}: -1 and GPU indices are for GPUs; on the CPU give a number of processes (1, 2, ...) or auto")
+    n = _gpus(accelerator) if gpu else None
+    if gpu and v != -1 and not torch.distributed.is_torchelastic_launched():   # torchrun shows each process one GPU
+        if (max(v) + 1 if isinstance(v, list) else v) > n:
+            raise ValueError(f"--devices {devices}: this machine has {n} GPU{'s' if n != 1 else ''}"
+                             + (f" (indices 0 to {n - 1})" if isinstance(v, list) else "") + f"; use --devices {n} or fewer, or -1")
+    return v
+
 def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
-    "Fill family defaults and validate `cfg`; raises `ValueError`/`FileNotFoundError` naming the flag."
-    cfg.precision = {"bf16": "bf16-mixed", "16": "16-mixed"}.get(str(cfg.precision), str(cfg.precision))
+    "Fill family defaults and validate every flag of `cfg` before any model loads; raises `ValueError`/`FileNotFoundError` naming the flag."
+    check_values(cfg)
+    check_choice(cfg.accelerator, "--accelerator", ACCELERATORS)
+    if cfg.accelerator != "cpu" and cfg.accelerator != "auto" and _gpus(cfg.accelerator) == 0:
+        raise ValueError(f"--accelerator {cfg.accelerator}: this machine has no such GPU; use --accelerator cpu (or auto)")
+    cfg.devices = parse_devices(cfg.devices, cfg.accelerator)
+    cfg.precision = PRECISION_ALIASES.get(str(cfg.precision), str(cfg.precision))
     weight_dtype(cfg.precision)
     on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available())
     if on_cpu and cfg.precision == "16-mixed":
@@ -42,8 +111,7 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     family_cls.check_size(cfg.height, cfg.width)
     cfg.lora_target_modules = cfg.lora_target_modules or family_cls.default_lora_targets
     family_cls.check_lora_targets(parse_targets(cfg.lora_target_modules))
-    if cfg.training_strategy not in TRAINING_STRATEGIES:
-        raise ValueError(f"--training_strategy {cfg.training_strategy!r}: use one of {', '.join(TRAINING_STRATEGIES)}")
+    check_choice(cfg.training_strategy, "--training_strategy", TRAINING_STRATEGIES)
     if cfg.training_strategy.startswith("deepspeed") and not torch.cuda.is_available():
         raise ValueError(f"--training_strategy {cfg.training_strategy} needs CUDA GPUs (Lightning's DeepSpeed strategy "
                          "runs only on CUDA); use --training_strategy auto here")
@@ -51,22 +119,13 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
         import importlib.util
         if importlib.util.find_spec("deepspeed") is None:
             raise ValueError(f"--training_strategy {cfg.training_strategy} needs DeepSpeed: pip install 'diffsynth_nb[deepspeed]'")
-    if cfg.init_lora_weights not in INIT_LORA_WEIGHTS:
-        raise ValueError(f"--init_lora_weights {cfg.init_lora_weights!r}: use kaiming or gaussian")
-    for flag in ("steps_per_epoch", "batch_size", "lora_rank", "accumulate_grad_batches", "max_epochs", "keep_last_states"):
-        if int(getattr(cfg, flag)) < 1: raise ValueError(f"--{flag} must be at least 1, got {getattr(cfg, flag)}")
-    if cfg.save_state_every_n_steps < 0: raise ValueError(f"--save_state_every_n_steps must be 0 or more, got {cfg.save_state_every_n_steps}")
-    if cfg.snr_gamma is not None and cfg.snr_gamma <= 0: raise ValueError(f"--snr_gamma must be positive, got {cfg.snr_gamma}")
+    check_choice(cfg.init_lora_weights, "--init_lora_weights", tuple(INIT_LORA_WEIGHTS))
     sched = family_cls.schedule.training(cfg.timestep_sampling, cfg.loss_weighting, cfg.snr_gamma)   # a flag this family's schedule lacks: said now
     cfg.timestep_sampling, cfg.loss_weighting = sched.timestep_sampling, sched.loss_weighting   # the family's defaults filled in: headers and states say what was used
     if cfg.resume_from is not None and not Path(cfg.resume_from).exists():
         raise FileNotFoundError(f"--resume_from {cfg.resume_from}: no such state file (states are in <output_path>/states/step=*.ckpt)")
     if cfg.dataset_path is None: raise ValueError("--dataset_path is required: a folder holding train/metadata.csv")
-    main = family_cls.main_flag   # the family's model-path flag: --pretrained_path, Kolors' --pretrained_unet_path
-    if getattr(cfg, main) is None: raise ValueError(f"--{main} is required: the base model's release checkpoint")
-    if not Path(getattr(cfg, main)).exists():
-        raise FileNotFoundError(f"--{main} {getattr(cfg, main)}: no such file")
-    check_family_path(getattr(cfg, main), family_cls.name, f"--{main}", "train")   # another family's release file or folder
+    family_cls.model_paths(cfg, "train")   # the family's model-path flags: given, existing, not another family's release
     return cfg
 
 # %% ../nbs/05_trainer.ipynb #4641c927
@@ -107,14 +166,12 @@ class LoRATrainer(L.LightningModule):
         if self._trainer is not None and self.trainer.world_size > 1:   # all processes stop together, none waits forever
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite: self.last_finite_loss = float(loss.detach()); return
-        path = interrupted_lora_path(self.cfg, self.family.name, self.global_step)
-        raise NonFiniteLossError(
+        raise NonFiniteLossError(   # what was kept is added by ExportLoRA.on_exception once it has tried to save (`kept`)
             f"the loss is not finite at optimizer step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}; "
-            f"this process's loss: {float(loss.detach())}); "
-            f"the last finite loss was {self.last_finite_loss}. Training stopped before this step changed the weights; "
-            f"the LoRA as it was is saved to {path}, and earlier epoch files are kept. Likely causes: fp16 overflow "
-            f"(try --precision bf16-mixed or 32), a learning rate too high (--learning_rate {self.cfg.learning_rate}), "
-            f"or a broken training image.")
+            f"this process's loss: {float(loss.detach())}); the last finite loss was {self.last_finite_loss}. "
+            f"Training stopped before this step changed the weights",
+            f"Likely causes: fp16 overflow (try --precision bf16-mixed or 32), a learning rate too high "
+            f"(--learning_rate {self.cfg.learning_rate}), or a broken training image.")
 
     def configure_optimizers(self):
         return torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=self.cfg.learning_rate)
@@ -193,7 +250,8 @@ def check_settings(info:dict, # a state's `diffsynth_nb` entry (family, config, 
         raise ValueError(f"the saved states are of a {info.get('family')} run, this is {family}; resume with the "
                          f"{info.get('family')} family, or start a new run in another --output_path")
     for flag in (family_cls.main_flag, *family_cls.load_flags):   # the base model: the same files (by name), wherever they live now
-        old, new = (Path(v).name if v else None for v in (saved.get(flag), getattr(cfg, flag, None)))
+        file = family_cls.model_file if flag == family_cls.main_flag else Path   # the file the loader reads (Hunyuan-DiT: t2i → its DiT)
+        old, new = (file(v).name if v else None for v in (saved.get(flag), getattr(cfg, flag, None)))
         if old != new:
             raise ValueError(f"--{flag} {getattr(cfg, flag, None)} is not the model of the saved states ({saved.get(flag)}); "
                              f"resume with the same base model, or start a new run in another --output_path")
@@ -247,24 +305,35 @@ class ExportLoRA(L.Callback):
                 "diffsynth_nb.training": json.dumps(public_config(cfg), ensure_ascii=False)}
 
     def on_exception(self, trainer, pl_module, exception):
-        "A crash or Ctrl-C keeps the training done so far: save the (finite) LoRA weights under a new name."
-        if not trainer.is_global_zero or not pl_module.batches_trained: return   # nothing trained in this run: nothing to keep
+        "A crash or Ctrl-C keeps the training done so far: save the (finite) LoRA weights under a new name; a NaN's message says what was kept."
+        kept = self.save_interrupted(trainer, pl_module, exception)
+        if isinstance(exception, NonFiniteLossError) and trainer.is_global_zero:
+            earlier = sorted(Path(pl_module.cfg.output_path).glob(f"{pl_module.family.name}_lora_epoch*.safetensors"))
+            exception.kept = kept + (f"; the LoRA files of earlier epochs are kept (the newest: {earlier[-1]})" if earlier else "")
+
+    def save_interrupted(self, trainer, pl_module, exception) -> str:
+        "Save the LoRA trained so far (rank 0) and return what was kept, as a phrase for messages."
+        if not trainer.is_global_zero: return ""
+        if not pl_module.batches_trained: return "no LoRA file was written: nothing had been trained in this run yet"
         if getattr(trainer.strategy, "zero_stage_3", False):   # shards; gathering needs every process, which may be gone
-            print("training stopped under ZeRO-3: the LoRA so far is in the DeepSpeed state folders, not exported"); return
+            print("training stopped under ZeRO-3: the LoRA so far is in the DeepSpeed state folders, not exported")
+            return "the LoRA so far is in the DeepSpeed state folders, not exported"
         fam = pl_module.family
         if not all(torch.isfinite(p).all() for n, p in fam.denoiser.named_parameters() if p.requires_grad):
-            print("the LoRA weights are not finite; not saving them (the epoch files written before are kept)"); return
+            print("the LoRA weights are not finite; not saving them (the epoch files written before are kept)")
+            return "no LoRA file was written: the LoRA weights are not finite"
         path = interrupted_lora_path(pl_module.cfg, fam.name, trainer.global_step)
         try: fam.save_lora(path, pl_module.cfg.lora_rank, pl_module.cfg.lora_alpha, self.metadata(trainer, pl_module))
         except OSError as e:   # e.g. the full disk that stopped the run: say so, but never hide the error that stopped it
             if not isinstance(exception, DiskFullError): print(f"training stopped ({type(exception).__name__}); the LoRA so far could not be saved: {e}")
-            return
+            return f"the LoRA so far could not be saved ({e})"
         why = {"KeyboardInterrupt": "Ctrl-C", "SIGTERMException": "SIGTERM"}.get(type(exception).__name__, type(exception).__name__)
         states, n = state_paths(pl_module.cfg.output_path), pl_module.cfg.save_state_every_n_steps
         then = (f"; run the same command with --resume to continue from {states[-1]}" if states else
                 f"; no training state was saved yet (one is saved every --save_state_every_n_steps {n} steps and at each epoch end), "
                 f"so --resume would start over")
         print(f"training stopped ({why}); LoRA weights so far saved to {path}{then}")
+        return f"the LoRA as it was is saved to {path}"
 
 class LossHistory(L.Callback):
     "Keep `(batch, epoch, loss)` of every batch and write them to `output_path/loss.csv` at each epoch end."
@@ -360,6 +429,11 @@ def _train(family, family_cls, cfg, callbacks):
         except DiskFullError as e:
             raise DiskFullError(f"{e}. Kept: {kept_files(cfg.output_path)}. Free some space (or choose another --output_path for new "
                                 f"runs), then run the same command with --resume", e.path, e.needed) from None
+        except OSError as e:   # another write into the output folder failed (it became read-only, its permissions changed)
+            if not is_within(e.filename, cfg.output_path): raise
+            raise OutputError(f"--output_path {cfg.output_path} can no longer be written to ({os.strerror(e.errno) if e.errno else e}: {e.filename}). "
+                              f"Kept: {kept_files(cfg.output_path)}. Make the folder writable, then run the same command with --resume",
+                              e.filename, e.errno) from None
     if cfg.modelscope_model_id: warnings.warn("--modelscope_model_id: upload to ModelScope is not implemented yet; the LoRA stays local")
     if export.paths: print(f"LoRA saved to {export.paths[-1]}"); return export.paths[-1]
     final = next(iter(sorted(Path(cfg.output_path).glob(f"{family}_lora_epoch*.safetensors"))[-1:]), None)

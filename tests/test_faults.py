@@ -1,7 +1,7 @@
 """Nothing lost, through the `diffsynth-nb train` command: an unusable `--output_path` is refused before any model
 loads, a full disk (a real small tmpfs) ends with one line naming what was kept, and a second run into the folder
 of a running one is refused with the first's PID, while the lock of a run killed with SIGKILL blocks nobody."""
-import json, os, signal, subprocess, sys, time
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -133,3 +133,57 @@ def test_tiny_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert tree(root) == complete and sorted(p.name for p in root.iterdir()) == ["kolors", "sdxl-vae-fp16-fix"]
     monkeypatch.undo()
     assert Kolors.write_tiny(root) == unet and tree(root).keys() == complete.keys()   # the same files again, in place
+
+
+def fill(folder):
+    "Fill the file system holding `folder` to the last byte (dd stops at 'No space left on device')."
+    subprocess.run(["dd", "if=/dev/zero", f"of={folder / 'filler'}", "bs=4k"], capture_output=True)
+    assert shutil.disk_usage(folder).free == 0
+
+
+def test_lock_file_on_a_full_disk(tiny_root, mount_tmpfs):
+    "The first write of a run is its lock file: a full disk there is one line naming the folder, not a traceback."
+    full = mount_tmpfs("full", "64k"); fill(full)
+    for out in (full, full / "run"):
+        line = one_error_line(train(tiny_root, out, "--steps_per_epoch", "1"))
+        assert f"--output_path {out}: the disk is full" in line and ".diffsynth_nb.lock" in line and "0 B is free" in line, line
+    # the refused run into a new folder left nothing behind; the existing folder keeps only the (empty) lock file
+    assert sorted(p.name for p in full.iterdir()) == [".diffsynth_nb.lock", "filler"]
+
+
+def cli(cmd, *args, cwd=None):
+    "Run `diffsynth-nb CMD ...` in a subprocess."
+    return subprocess.run([sys.executable, "-c", "from diffsynth_nb.cli import main; main()", cmd, *map(str, args)],
+                          capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def error_line(r, cmd):
+    "The single `diffsynth-nb CMD: error: ...` line a failed command printed (exit status 2, no traceback)."
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith(f"diffsynth-nb {cmd}: error:")]
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def test_generate_output_in_a_read_only_folder_fails_before_loading(tiny_root, mount_tmpfs):
+    "The image's folder is tried first: no model is loaded, no LoRA merged, no image made and then lost."
+    from diffsynth_nb import SD15
+    from diffsynth_nb.lora import add_lora
+    ckpt = tiny_root / "models" / "stable_diffusion" / "v1-5-pruned-emaonly.safetensors"
+    fam = SD15.from_pretrained(ckpt); add_lora(fam.unet, 2, 2.0)
+    lora = fam.save_lora(tiny_root / "lora.safetensors", 2, 2.0)
+    ro = mount_tmpfs("ro", "1m", readonly=True)
+    for out in (ro / "x.png", ro / "sub" / "x.png"):   # a folder that exists, one that cannot be made
+        r = cli("generate", "sd15", "--pretrained_path", ckpt, "--lora_path", lora, "--prompt", "a dog", "--height", 64, "--width", 64,
+                "--num_inference_steps", 2, "--output", out)
+        line = error_line(r, "generate")
+        assert f"--output {out} cannot be written: its folder {out.parent} cannot be written to (Read-only file system)" in line, line
+        assert "merged" not in r.stdout and "image saved" not in r.stdout, r.stdout   # it stopped before loading anything
+
+
+def test_tiny_and_demo_into_a_read_only_folder(mount_tmpfs):
+    ro = mount_tmpfs("ro", "1m", readonly=True)
+    line = error_line(cli("tiny", "sd15", ro / "models"), "tiny")
+    assert f"dir {ro / 'models'} cannot be written to (Read-only file system)" in line, line
+    line = error_line(cli("demo", "--output_path", ro / "demo"), "demo")
+    assert f"--output_path {ro / 'demo'} cannot be written to (Read-only file system)" in line, line
