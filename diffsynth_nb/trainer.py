@@ -382,8 +382,10 @@ def _train(family, family_cls, cfg, callbacks):
     module = LoRATrainer(fam, cfg, dataset)
     if ckpt_path is not None: check_state(ckpt_path, module)   # its LoRA tensors fit this model
     if cfg.resume and ckpt_path is None:
+        left = any((Path(cfg.output_path)/"states").glob("*"))   # no states folder, or an empty one: nothing to resume is not news
         ckpt_path = latest_good_state(cfg.output_path, module)
-        print(f"resuming from {ckpt_path}" if ckpt_path else f"--resume: no usable state in {Path(cfg.output_path)/'states'}; starting from scratch")
+        if ckpt_path or left:
+            print(f"resuming from {ckpt_path}" if ckpt_path else f"--resume: no usable state in {Path(cfg.output_path)/'states'}; starting from scratch")
     export = ExportLoRA()
     bar = [] if any(isinstance(c, ProgressBar) for c in callbacks) else [progress_bar()]   # a caller's own bar wins
     with quiet_third_party(cfg.verbose):   # Lightning's device lines and tips, third-party warnings: shown with --verbose
