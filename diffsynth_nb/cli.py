@@ -155,7 +155,7 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     from diffsynth_nb.trainer import NonFiniteLossError, TrainingInterrupted
     verbose, show = getattr(args, "verbose", False), warnings.showwarning
-    if not verbose:   # our warnings as one line each, like the errors (--verbose keeps Python's file:line form)
+    if not verbose:   # warnings one line each, like the errors (--verbose: as Python prints them; ours are one line anyway)
         warnings.showwarning = lambda message, category, *a, **k: print(f"diffsynth-nb {args.command}: warning: {message}", file=sys.stderr)
     try:
         with quiet_third_party(verbose): args.func(args)   # --verbose (train) shows third-party notices

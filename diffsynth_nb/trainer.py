@@ -13,6 +13,7 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.callbacks import ProgressBar
 from .core import get_family, weight_dtype, atomic_path, PRECISIONS, DiskFullError, quiet_third_party, progress_bar, check_family_path
+from .core import DiffsynthWarning
 from .data import TextImageDataset, make_dataloader, mix_seed, dataset_fingerprint, warn_long_captions
 from .lora import add_lora, save_lora, parse_targets
 from .runs import (remove_if_unused, load_state, SECRET_FLAGS, check_output_path, output_lock, launched_rank, AtomicCheckpointIO, DamagedStateError,
@@ -404,7 +405,8 @@ def _train(family, family_cls, cfg, callbacks):
         except DiskFullError as e:
             raise DiskFullError(f"{e}. Kept: {kept_files(cfg.output_path)}. Free some space (or choose another --output_path for new "
                                 f"runs), then run the same command with --resume", e.path, e.needed) from None
-    if cfg.modelscope_model_id: warnings.warn("--modelscope_model_id: upload to ModelScope is not implemented yet; the LoRA stays local")
+    if cfg.modelscope_model_id:
+        warnings.warn("--modelscope_model_id: upload to ModelScope is not implemented yet; the LoRA stays local", DiffsynthWarning)
     if export.paths: print(f"LoRA saved to {export.paths[-1]}"); return export.paths[-1]
     final = next(iter(sorted(Path(cfg.output_path).glob(f"{family}_lora_epoch*.safetensors"))[-1:]), None)
     if final is not None: print(f"training had already finished; its final LoRA is {final}")

@@ -1,5 +1,6 @@
 """What a run prints is ours: no third-party notices (Kolors' diffusers and transformers lines), from the CLI and from
-Python, each read from a fresh subprocess (transformers says each notice only once per process).
+Python, and our own warnings one line each; each read from a fresh subprocess (transformers says each notice only once
+per process, and Python each warning once per place).
 
 Tiny random Kolors, drawn pictures, 32x32, 2 steps: a few seconds per run.
 """
@@ -60,3 +61,19 @@ def test_kolors_python_api_prints_no_third_party_notices(kolors_root):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert [n for n in KOLORS_NOTICES if n in r.stderr] == [], r.stderr
+
+
+def test_our_warning_is_one_line_from_python(tmp_path):
+    "A script that meets one of our warnings (an image not listed in metadata.csv) gets one line, not file:line and source."
+    from PIL import Image
+    (tmp_path / "train").mkdir()
+    for name in ("a.png", "b.png"): Image.new("RGB", (8, 8)).save(tmp_path / "train" / name)
+    (tmp_path / "train" / "metadata.csv").write_text("file_name,text\na.png,a\n")
+    script = tmp_path / "script.py"   # a file, so that Python could print a source line
+    script.write_text("import warnings\nfrom diffsynth_nb.data import TextImageDataset\n"
+                      f"TextImageDataset({str(tmp_path)!r}, height=8, width=8)\n"
+                      "warnings.warn('theirs')   # any other warning: as Python prints it\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"diffsynth_nb: warning: {tmp_path / 'train'}: 1 image(s) not listed in metadata.csv are ignored: b.png",
+                                     f"{script}:4: UserWarning: theirs", "  warnings.warn('theirs')   # any other warning: as Python prints it"]
