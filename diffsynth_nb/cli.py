@@ -217,7 +217,7 @@ def main(argv=None):
         args = make_parser().parse_args(argv)
         command, verbose = args.command, getattr(args, "verbose", False)
         from diffsynth_nb.core import quiet_third_party   # torch and the rest: only now that a command runs
-        if not verbose:   # our warnings as one line each, like the errors (--verbose keeps Python's file:line form)
+        if not verbose:   # warnings one line each, like the errors (--verbose: as Python prints them; ours are one line anyway)
             warnings.showwarning = lambda message, category, *a, **k: print(f"diffsynth-nb {command}: warning: {message}", file=sys.stderr)
         with quiet_third_party(verbose): args.func(args)   # --verbose (train) shows third-party notices
     except KeyboardInterrupt:

@@ -16,7 +16,8 @@ __all__ = ['DISK_FULL_ERRNOS', 'FAMILIES', 'FAMILY_MODULES', 'MODEL_PRESETS', 'H
            'check_output_folder', 'check_output_file', 'is_within', 'output_errors', 'UnsafeCheckpointError',
            'safe_torch_load', 'read_json', 'sample_data', 'load_families', 'register_family', 'get_family',
            'DiffusionFamily', 'family_of', 'main_family', 'detect_family', 'check_family_path', 'write_whole',
-           'download_models', 'DownloadError', 'quiet_hub', 'quiet_third_party', 'epoch_label', 'progress_bar']
+           'download_models', 'DownloadError', 'quiet_hub', 'quiet_third_party', 'DiffsynthWarning', 'format_warning',
+           'epoch_label', 'progress_bar']
 
 # %% ../nbs/00_core.ipynb #538eebf9
 def weight_dtype(precision:str # one of `PRECISIONS`, as given to `--precision`
@@ -542,6 +543,19 @@ def quiet_third_party(verbose:bool=False # True: change nothing, every message s
         try: yield
         finally:
             for lg, level in zip(loggers, levels): lg.setLevel(level)
+
+# %% ../nbs/00_core.ipynb #a24d78e1
+class DiffsynthWarning(UserWarning):
+    "A warning of ours about the run (data, flags, files): printed as one line, `diffsynth_nb: warning: ...`."
+    one_line = True   # what `format_warning` looks for, so a class re-defined by re-running this cell counts too
+
+def format_warning(message, category, filename, lineno, line=None):
+    "`warnings.formatwarning`: a `DiffsynthWarning` as one line, without file, line number and source line; others unchanged."
+    if issubclass(category, UserWarning) and getattr(category, "one_line", False): return f"diffsynth_nb: warning: {message}\n"
+    return format_warning.wrapped(message, category, filename, lineno, line)
+
+format_warning.wrapped = getattr(warnings.formatwarning, "wrapped", warnings.formatwarning)   # wrapped once, however often imported
+warnings.formatwarning = format_warning
 
 # %% ../nbs/00_core.ipynb #07f77001
 def epoch_label(epoch:int, # 0-based, as `trainer.current_epoch` and the LoRA file names

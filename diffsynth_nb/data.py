@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset, DataLoader, Sampler
-from .core import sample_data
+from .core import sample_data, DiffsynthWarning
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'DatasetError', 'Row', 'read_metadata', 'warn_long_captions', 'load_image', 'check_images',
@@ -92,11 +92,11 @@ def read_metadata(dataset_path:str|Path # folder holding `train/metadata.csv` (o
     if not rows and not problems: problems.append(f"{csv_path}: no rows; list at least one image")
     if problems: raise DatasetError("the dataset has problems:\n  " + "\n  ".join(problems))
     empty = [f"line {r.line}" for r in rows if not r[1].strip()]
-    if empty: warnings.warn(f"{csv_path}: empty caption at {', '.join(empty)}; those images train unconditionally")
+    if empty: warnings.warn(f"{csv_path}: empty caption at {', '.join(empty)}; those images train unconditionally", DiffsynthWarning)
     listed = {p.name for p, _ in rows}
     unlisted = sorted(p.name for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in listed)
     if unlisted: warnings.warn(f"{root}: {len(unlisted)} image(s) not listed in metadata.csv are ignored: {', '.join(unlisted[:10])}"
-                               + (" ..." if len(unlisted) > 10 else ""))
+                               + (" ..." if len(unlisted) > 10 else ""), DiffsynthWarning)
     return rows
 
 # %% ../nbs/01_data.ipynb #c2d12e84
@@ -112,7 +112,8 @@ def warn_long_captions(rows:list[Row], # as returned by `read_metadata` (each wi
         if long[name]:
             shown = ", ".join(map(str, long[name][:10])) + (", …" if len(long[name]) > 10 else "")
             warnings.warn(f"{name}: {len(long[name])} caption(s) longer than its limit of {limit} tokens (start/end tokens "
-                          f"included) will be truncated to {limit} tokens: {Path(rows[0][0]).parent/'metadata.csv'} line(s) {shown}")
+                          f"included) will be truncated to {limit} tokens: {Path(rows[0][0]).parent/'metadata.csv'} line(s) {shown}",
+                          DiffsynthWarning)
     return long
 
 # %% ../nbs/01_data.ipynb #14bda9e8
@@ -154,9 +155,9 @@ def check_images(rows:list[tuple[Path, str]], # as returned by `read_metadata`
         if height and width and (im.height < height or im.width < width): small.append(f"{path.name} ({im.width}x{im.height})")
     if bad and not skip_bad:
         raise DatasetError("missing or unreadable images (fix them, remove them from metadata.csv, or pass --skip_bad_images):\n  " + "\n  ".join(bad))
-    if bad: warnings.warn("skipping missing or unreadable images (--skip_bad_images):\n  " + "\n  ".join(bad))
+    if bad: warnings.warn("skipping missing or unreadable images (--skip_bad_images):\n  " + "\n  ".join(bad), DiffsynthWarning)
     if not good: raise DatasetError("no readable image left in the dataset")
-    if small: warnings.warn(f"{len(small)} image(s) smaller than the training size {width}x{height} will be upscaled: {', '.join(small[:10])}")
+    if small: warnings.warn(f"{len(small)} image(s) smaller than the training size {width}x{height} will be upscaled: {', '.join(small[:10])}", DiffsynthWarning)
     return good
 
 # %% ../nbs/01_data.ipynb #c41dc7ae

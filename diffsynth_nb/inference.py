@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 import torch
 from PIL import Image
-from .core import get_family, detect_family, read_safetensors_metadata, family_of, safetensors_header, main_family
+from .core import get_family, detect_family, read_safetensors_metadata, family_of, safetensors_header, main_family, DiffsynthWarning
 from .core import check_number, check_int, check_choice
 from .data import to_pil
 from .lora import merge_lora, component_name
@@ -133,7 +133,7 @@ class ModelManager:
         model = self.model(fam) if fam in {m.name for m in self.models} else self.model()
         merged = getattr(model, "merged_loras", [])
         if str(file_path) in merged:
-            warnings.warn(f"{file_path} is already merged into {model.name}; merging it again doubles its strength")
+            warnings.warn(f"{file_path} is already merged into {model.name}; merging it again doubles its strength", DiffsynthWarning)
         modules = model.lora_modules()
         counts = merge_lora(modules, model.read_lora(file_path), lora_alpha, into=model.name)   # the family reads its own layout
         model.merged_loras = merged + [str(file_path)]

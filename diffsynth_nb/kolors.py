@@ -182,7 +182,8 @@ def load_kolors(unet_path:str|Path, # `kolors/Kolors/unet/diffusion_pytorch_mode
         try: unet.load_state_dict(load_file(path), assign=True)
         except RuntimeError as e:
             raise ValueError(f"--pretrained_unet_path {path}: its tensors do not fit the Kolors UNet config ({' '.join(str(e).split())[:300]})") from None
-    out = {"unet": unet.to(torch_dtype), "vae": vae, "text_encoder": te, "tokenizer": tok}
+        unet = unet.to(torch_dtype)   # inside: diffusers' `to(dtype)` notice about float32 modules (it has none) is not ours
+    out = {"unet": unet, "vae": vae, "text_encoder": te, "tokenizer": tok}
     return ready_models(out, ("unet", "vae", "text_encoder"), path, "a Kolors", device)
 
 def is_kolors_unet(keys:set[str]) -> bool:
@@ -220,8 +221,9 @@ class Kolors(SDXL):
         "`encoder_hidden_states` `[B, 256, 4096]` (ChatGLM3 `hidden_states[-2]`) and `text_embeds` `[B, 4096]` (last layer, last token), as `KolorsPipeline.encode_prompt`."
         t = self.tokenizer(list(texts), padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt")
         dev = self.text_encoder.device
-        out = self.text_encoder(input_ids=t["input_ids"].to(dev), attention_mask=t["attention_mask"].to(dev),
-                                position_ids=t["position_ids"].to(dev), output_hidden_states=True)
+        with quiet_loading():   # ChatGLM's output class warns that transformers renamed `past_key_values`: not ours to show
+            out = self.text_encoder(input_ids=t["input_ids"].to(dev), attention_mask=t["attention_mask"].to(dev),
+                                    position_ids=t["position_ids"].to(dev), output_hidden_states=True, return_dict=True)
         return {"encoder_hidden_states": out.hidden_states[-2].permute(1, 0, 2).clone(),   # ChatGLM is [seq, batch, hidden]
                 "text_embeds": out.hidden_states[-1][-1].clone()}
 

@@ -8,7 +8,7 @@ import contextlib, datetime, io, json, os, shutil, socket, sys, tempfile, time, 
 from pathlib import Path
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from .core import atomic_path, safe_torch_load, check_output_folder, DiskFullError, DISK_FULL_ERRNOS, OutputError, human_size
+from .core import atomic_path, safe_torch_load, check_output_folder, DiskFullError, DISK_FULL_ERRNOS, OutputError, human_size, DiffsynthWarning
 
 # %% auto #0
 __all__ = ['LOCK_NAME', 'SECRET_FLAGS', 'FIT_LOOP_KEYS', 'check_output_path', 'OutputPathBusy', 'launched_rank', 'output_lock',
@@ -159,7 +159,7 @@ def latest_good_state(output_path:str|Path, # the run's --output_path
     paths, why = state_paths(output_path), []
     for path in reversed(paths):
         try: check_state(path, module); return path
-        except (DamagedStateError, OSError) as e: warnings.warn(f"skipping unreadable state {path}: {e}"); why.append(str(e))   # other settings: raised
+        except (DamagedStateError, OSError) as e: warnings.warn(f"skipping unreadable state {path}: {e}", DiffsynthWarning); why.append(str(e))   # other settings: raised
     if paths: raise ValueError(f"--resume: none of the {len(paths)} training states in {Path(output_path)/'states'} can be used "
                                f"({'; '.join(why[:2])}); they are left as they are. Resume from one with --resume_from, move them "
                                f"away, or choose another --output_path")

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.callbacks import ProgressBar
 from .config import TrainConfig, TRAINING_STRATEGIES, PRECISION_ALIASES, NonFiniteLossError, TrainingInterrupted
 from .core import get_family, weight_dtype, atomic_path, PRECISIONS, DiskFullError, quiet_third_party, progress_bar, check_family_path
+from .core import DiffsynthWarning
 from .data import TextImageDataset, make_dataloader, mix_seed, dataset_fingerprint, warn_long_captions
 from .lora import add_lora, save_lora, parse_targets
 from .runs import (remove_if_unused, load_state, SECRET_FLAGS, check_output_path, output_lock, launched_rank, AtomicCheckpointIO, DamagedStateError,
@@ -105,7 +106,8 @@ def check_config(cfg:TrainConfig, family_cls) -> TrainConfig:
     weight_dtype(cfg.precision)
     on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available())
     if on_cpu and cfg.precision == "16-mixed":
-        warnings.warn("--precision 16-mixed: fp16 autocast does not run on a CPU; training with bf16-mixed instead (or pass --precision 32)")
+        warnings.warn("--precision 16-mixed: fp16 autocast does not run on a CPU; training with bf16-mixed instead (or pass --precision 32)",
+                      DiffsynthWarning)
         cfg.precision = "bf16-mixed"
     cfg.height, cfg.width = cfg.height or family_cls.default_size, cfg.width or family_cls.default_size
     family_cls.check_size(cfg.height, cfg.width)
@@ -409,8 +411,10 @@ def _train(family, family_cls, cfg, callbacks):
     module = LoRATrainer(fam, cfg, dataset)
     if ckpt_path is not None: check_state(ckpt_path, module)   # its LoRA tensors fit this model
     if cfg.resume and ckpt_path is None:
+        left = any((Path(cfg.output_path)/"states").glob("*"))   # no states folder, or an empty one: nothing to resume is not news
         ckpt_path = latest_good_state(cfg.output_path, module)
-        print(f"resuming from {ckpt_path}" if ckpt_path else f"--resume: no usable state in {Path(cfg.output_path)/'states'}; starting from scratch")
+        if ckpt_path or left:
+            print(f"resuming from {ckpt_path}" if ckpt_path else f"--resume: no usable state in {Path(cfg.output_path)/'states'}; starting from scratch")
     export = ExportLoRA()
     bar = [] if any(isinstance(c, ProgressBar) for c in callbacks) else [progress_bar()]   # a caller's own bar wins
     with quiet_third_party(cfg.verbose):   # Lightning's device lines and tips, third-party warnings: shown with --verbose
@@ -434,7 +438,8 @@ def _train(family, family_cls, cfg, callbacks):
             raise OutputError(f"--output_path {cfg.output_path} can no longer be written to ({os.strerror(e.errno) if e.errno else e}: {e.filename}). "
                               f"Kept: {kept_files(cfg.output_path)}. Make the folder writable, then run the same command with --resume",
                               e.filename, e.errno) from None
-    if cfg.modelscope_model_id: warnings.warn("--modelscope_model_id: upload to ModelScope is not implemented yet; the LoRA stays local")
+    if cfg.modelscope_model_id:
+        warnings.warn("--modelscope_model_id: upload to ModelScope is not implemented yet; the LoRA stays local", DiffsynthWarning)
     if export.paths: print(f"LoRA saved to {export.paths[-1]}"); return export.paths[-1]
     final = next(iter(sorted(Path(cfg.output_path).glob(f"{family}_lora_epoch*.safetensors"))[-1:]), None)
     if final is not None: print(f"training had already finished; its final LoRA is {final}")
