@@ -68,7 +68,7 @@ def test_ddp_nan_on_one_process_stops_all(tiny_root):
     assert r.returncode != 0
     # rank 0's own loss was finite, yet it stops with the same diagnosis at the same step (not a broken connection)
     for rank in (0, 1):
-        assert f"[rank{rank}]: diffsynth_nb.trainer.NonFiniteLossError: the loss is not finite at optimizer step 2" in r.stderr, r.stderr[-3000:]
+        assert f"[rank{rank}]: diffsynth_nb.config.NonFiniteLossError: the loss is not finite at optimizer step 2" in r.stderr, r.stderr[-3000:]
     kept = load_file(tiny_root / "nan" / "sd15_lora_interrupted_step000002.safetensors")
     assert all(torch.isfinite(v).all() for v in kept.values())
 

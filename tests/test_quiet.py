@@ -34,7 +34,7 @@ def test_kolors_cli_prints_no_third_party_notices(kolors_root):
     lora = kolors_root / "cli" / "kolors_lora_epoch000.safetensors"
     assert train.returncode == 0 and f"LoRA saved to {lora}" in train.stdout, train.stderr
     assert train.stderr == "", train.stderr
-    gen = subprocess.run(CLI + ["generate", "kolors", "--pretrained_path", str(unet), "--lora_path", str(lora), "--prompt", "一只狗",
+    gen = subprocess.run(CLI + ["generate", "kolors", "--pretrained_unet_path", str(unet), "--lora_path", str(lora), "--prompt", "一只狗",
                                 *small, "--num_inference_steps", "2", "--output", str(kolors_root / "cli.png")],
                          capture_output=True, text=True, timeout=600)
     assert gen.returncode == 0 and (kolors_root / "cli.png").is_file(), gen.stderr
